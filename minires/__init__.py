@@ -1,0 +1,20 @@
+"""minires: a from-scratch deep-learning engine for learning how residual networks work.
+
+    import minires
+    x = minires.tensor([[1.0, 2.0]], requires_grad=True)
+    (x * x).sum().backward()          # x.grad == 2 * x
+
+Start with lessons/README.md; minires/tensor.py and minires/ops/ are the engine itself.
+"""
+
+from . import functional
+from .backends import gpu_available
+from .function import Function, no_grad
+from .gradcheck import GradcheckError, gradcheck
+from .tensor import Tensor, tensor
+
+__all__ = [
+    "Function", "GradcheckError", "Tensor", "functional", "gpu_available", "gradcheck",
+    "no_grad", "tensor",
+]
+__version__ = "0.1.0"
