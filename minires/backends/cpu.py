@@ -27,8 +27,8 @@ def im2col(x, KH, KW, stride, padding):
     # One strided slice per kernel offset: KH*KW vectorised copies instead of a loop per pixel.
     for kh in range(KH):
         for kw in range(KW):
-            window = x_pad[:, :, kh:kh + sh * H_out:sh, kw:kw + sw * W_out:sw]  # (N, C, H_out, W_out)
-            cols[:, kh, kw] = window.transpose(1, 0, 2, 3)  # (C, N, H_out, W_out)
+            window = x_pad[:, :, kh:kh + sh * H_out:sh, kw:kw + sw * W_out:sw]
+            cols[:, kh, kw] = window.transpose(1, 0, 2, 3)  # (N, C, H_out, W_out) -> (C, N, ...)
     return cols.reshape(C * KH * KW, N * H_out * W_out)
 
 

@@ -68,7 +68,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 
     input = as_tensor(input)
     if input.ndim not in (2, 4):
-        raise ValueError(f"batch_norm: input must be (N, C) or (N, C, H, W), got shape {input.shape}")
+        raise ValueError(f"batch_norm: input must be (N, C) or (N, C, H, W), "
+                         f"got shape {input.shape}")
     C = input.shape[1]
     stats = [s.data if isinstance(s, Tensor) else s for s in (running_mean, running_var)]
     for name, value in zip(("running_mean", "running_var", "weight", "bias"),

@@ -1,0 +1,38 @@
+"""Shared fixtures: `backend` runs a test once per backend, never through a copied test file.
+
+"cpu" is the NumPy backend. "gpu-emu" runs the GPU backend's own code (launch maths, argument
+marshalling, the very .cu kernels) on the CPU under the CUDA emulator (kernels/emu), with NumPy
+arrays standing in for device memory. "gpu" runs on a real GPU when CuPy sees one.
+"""
+
+import contextlib
+
+import numpy as np
+import pytest
+
+import minires
+from minires import backends
+
+
+def _emulator_context():
+    emulated = getattr(backends, "emulated_gpu", None)
+    if emulated is None:
+        pytest.skip("the CUDA emulator is not built into this checkout")
+    return emulated()
+
+
+@pytest.fixture(params=["cpu", "gpu-emu", "gpu"])
+def backend(request):
+    """Yields the backend's name; arrays are made with `backend_array(x, backend)`."""
+    name = request.param
+    if name == "gpu" and not minires.gpu_available():
+        pytest.skip("no CUDA GPU (or no CuPy) on this machine")
+    context = _emulator_context() if name == "gpu-emu" else contextlib.nullcontext()
+    with context:
+        yield name
+
+
+def backend_array(x, backend):
+    """x (NumPy) moved to where the backend keeps its arrays (the GPU only for "gpu")."""
+    x = np.ascontiguousarray(x)
+    return backends.to_device(x, "gpu") if backend == "gpu" else x
