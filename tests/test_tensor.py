@@ -1,0 +1,165 @@
+"""Tensor and autograd: dtypes, broadcasting, accumulation, no_grad, and backward's errors."""
+
+import numpy as np
+import pytest
+
+import minires
+from minires import Tensor, no_grad, tensor
+
+
+def test_python_data_becomes_float32_and_arrays_keep_their_dtype():
+    assert tensor([1.0, 2.0]).dtype == np.float32
+    assert tensor(3.5).dtype == np.float32
+    assert tensor(np.zeros(3)).dtype == np.float64
+    assert tensor(np.zeros(3, np.float32)).dtype == np.float32
+    assert tensor(np.arange(3)).dtype.kind == "i"
+    assert tensor([1.0], dtype=np.float64).dtype == np.float64
+
+
+def test_integer_data_cannot_require_grad():
+    with pytest.raises(TypeError, match=r"requires_grad=True needs floating-point.*int"):
+        tensor(np.arange(4), requires_grad=True)
+
+
+def test_attributes():
+    x = tensor(np.ones((2, 3)), requires_grad=True)
+    assert (x.shape, x.ndim, x.size, x.device, len(x)) == ((2, 3), 2, 6, "cpu", 2)
+    assert x.to("cpu") is x
+    assert tensor([[4.0]]).item() == 4.0
+    with pytest.raises(ValueError, match=r"one element.*\(2, 3\)"):
+        x.item()
+    d = (x * 2).detach()
+    assert d.creator is None and not d.requires_grad
+
+
+def test_arithmetic_gradients_with_broadcasting():
+    rng = np.random.default_rng(0)
+    a = tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    b = tensor(rng.standard_normal((4,)), requires_grad=True)
+    c = tensor(rng.uniform(1, 2, (3, 1)), requires_grad=True)
+    y = ((a + b) * c - a / c) ** 2
+    upstream = rng.standard_normal(y.shape)
+    y.backward(upstream)
+    inner = (a.data + b.data) * c.data - a.data / c.data
+    g = 2 * inner * upstream
+    np.testing.assert_allclose(a.grad, g * (c.data - 1 / c.data))
+    np.testing.assert_allclose(b.grad, (g * c.data).sum(axis=0))
+    expected_c = (g * ((a.data + b.data) + a.data / c.data ** 2)).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(c.grad, expected_c)
+    assert b.grad.shape == (4,) and c.grad.shape == (3, 1)
+
+
+def test_scalars_on_either_side_keep_the_dtype():
+    x = tensor([1.0, 2.0], requires_grad=True)
+    y = 1 - 2 * x / 4 + 3
+    assert y.dtype == np.float32
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad, [-0.5, -0.5])
+    z = 2 / x
+    z.sum().backward()
+    np.testing.assert_allclose(x.grad, [-0.5 - 2.0, -0.5 - 0.5])
+
+
+def test_gradients_accumulate_when_a_tensor_is_used_twice():
+    x = tensor(np.array([1.0, -2.0, 3.0]), requires_grad=True)
+    y = x * x + x  # x feeds three places
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad, 2 * x.data + 1)
+    # A second backward on a new graph adds into .grad, as in PyTorch.
+    (x * 3).sum().backward()
+    np.testing.assert_allclose(x.grad, 2 * x.data + 4)
+
+
+def test_diamond_graph_runs_each_op_once_in_topological_order():
+    x = tensor(np.array([0.5, 1.5]), requires_grad=True)
+    h = x.exp()
+    y = (h * 2 + h.log()).sum()  # h reached by two paths: its gradient must be summed first
+    y.backward()
+    np.testing.assert_allclose(x.grad, 2 * np.exp(x.data) + 1)
+
+
+def test_deep_graph_does_not_hit_the_recursion_limit():
+    x = tensor(np.ones(2), requires_grad=True)
+    y = x
+    for _ in range(5000):
+        y = y * 1.0
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad, [1.0, 1.0])
+
+
+def test_reductions_shapes_and_indexing():
+    rng = np.random.default_rng(1)
+    x = tensor(rng.standard_normal((2, 3, 4)), requires_grad=True)
+    y = x.mean(axis=(0, 2), keepdims=True).sum() + x.sum(axis=1)[1, 2] + x[0, :, ::2].sum()
+    y.backward()
+    expected = np.full(x.shape, 1 / 8)
+    expected[1, :, 2] += 1
+    expected[0, :, ::2] += 1
+    np.testing.assert_allclose(x.grad, expected)
+    z = x.reshape(6, 4).transpose(1, 0).flatten()
+    assert z.shape == (24,)
+    x.grad = None
+    (z * tensor(np.arange(24.0))).sum().backward()
+    np.testing.assert_allclose(x.grad.reshape(6, 4).T.ravel(), np.arange(24.0))
+
+
+def test_repeated_fancy_indices_add_up():
+    x = tensor(np.zeros(3), requires_grad=True)
+    x[np.array([0, 0, 2])].sum().backward()
+    np.testing.assert_allclose(x.grad, [2.0, 0.0, 1.0])
+
+
+def test_matmul_gradients_and_shape_error():
+    rng = np.random.default_rng(2)
+    a = tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    b = tensor(rng.standard_normal((4, 5)), requires_grad=True)
+    g = rng.standard_normal((3, 5))
+    (a @ b).backward(g)
+    np.testing.assert_allclose(a.grad, g @ b.data.T)
+    np.testing.assert_allclose(b.grad, a.data.T @ g)
+    with pytest.raises(ValueError, match=r"\(3, 4\) and \(3, 4\)"):
+        a @ a
+
+
+def test_no_grad_builds_no_graph():
+    x = tensor([1.0], requires_grad=True)
+    with no_grad():
+        y = x * 2
+    assert not y.requires_grad and y.creator is None
+    assert minires.function.is_grad_enabled()
+
+
+def test_backward_errors():
+    x = tensor(np.ones((2, 2)), requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"one-element tensor, got shape \(2, 2\)"):
+        (x * 2).backward()
+    with pytest.raises(ValueError, match=r"grad has shape \(3,\).*\(2, 2\)"):
+        (x * 2).backward(np.ones(3))
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        tensor([1.0]).backward()
+    y = (x * 2).sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        y.backward()
+    z = (x * 2).sum()
+    z.backward(retain_graph=True)
+    z.backward()
+    np.testing.assert_allclose(x.grad, np.full((2, 2), 6.0))
+
+
+def test_wrong_gradient_shape_from_a_backward_is_named():
+    class Bad(minires.Function):
+        def forward(self, x):
+            return x * 2
+
+        def backward(self, dy):
+            return dy[:1]
+
+    x = tensor(np.ones(3), requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"Bad.backward returned a gradient of shape \(1,\)"):
+        Bad()(x).sum().backward()
+
+
+def test_leaf_tensor_is_a_tensor_instance():
+    assert isinstance(tensor([1.0]), Tensor)
+    assert "requires_grad=True" in repr(tensor([1.0], requires_grad=True))
