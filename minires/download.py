@@ -7,6 +7,7 @@ that looks complete. The data-pipeline lesson explains why the checksum matters.
 """
 
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -16,6 +17,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 CHUNK = 1 << 20  # read and hash 1 MiB at a time: a 173 MB archive never sits in memory
+# What urllib raises when the network or the server fails (URLError includes HTTPError).
+NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError)
 
 
 class DownloadError(OSError):
@@ -56,7 +59,7 @@ def download_file(url, dest, md5):
                         f.write(chunk)
                         digest.update(chunk)
                         bar.update(len(chunk))
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+        except NETWORK_ERRORS as e:
             # URLError wraps the real cause in .reason; HTTPError's own text has the status code.
             reason = e if isinstance(e, urllib.error.HTTPError) else getattr(e, "reason", e)
             raise DownloadError(f"could not download {url}: {reason}") from e
@@ -71,3 +74,23 @@ def download_file(url, dest, md5):
         if os.path.exists(tmp):
             os.remove(tmp)
     return dest
+
+
+def cached_file(name, url, md5, download=True):
+    """The file `name` in cache_dir(), checked against md5; downloaded from url if it is missing.
+
+    Raises DownloadError when the cached file has another md5, when it is missing and download is
+    False, or when the download fails.
+    """
+    path = cache_dir() / name
+    if path.is_file():
+        found = md5sum(path)
+        if found != md5:
+            raise DownloadError(
+                f"{path}: md5 {found} is not the expected {md5}; delete the file so that it is "
+                "downloaded again"
+            )
+        return path
+    if not download:
+        raise DownloadError(f"{path} does not exist and download=False")
+    return download_file(url, path, md5)
