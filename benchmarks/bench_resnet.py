@@ -1,0 +1,156 @@
+"""ResNet-20 training and evaluation speed: minires against PyTorch CPU, in the same run.
+
+Times a full training step (forward, backward, SGD step) and an evaluation forward at batch 128
+on random data, each framework in its own subprocess with the same thread count, and prints
+images/s, the minires/PyTorch ratio (>1: minires is faster) and each process's peak RSS.
+
+    python benchmarks/bench_resnet.py [--batch 128] [--steps 5] [--threads 2]
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def torch_resnet20():
+    """The reference CIFAR ResNet-20 (option A shortcuts) in PyTorch, for timing only."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, c_in, c_out, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(c_out)
+            self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(c_out)
+            self.stride, self.pad = stride, (c_out - c_in) // 2
+
+        def forward(self, x):
+            out = torch.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            shortcut = x[:, :, ::self.stride, ::self.stride]
+            if self.pad:
+                shortcut = nn.functional.pad(shortcut, (0, 0, 0, 0, self.pad, self.pad))
+            return torch.relu(out + shortcut)
+
+    layers = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
+    c_in = 16
+    for c_out, stride in [(16, 1), (32, 2), (64, 2)]:
+        for i in range(3):
+            layers.append(Block(c_in, c_out, stride if i == 0 else 1))
+            c_in = c_out
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
+    return nn.Sequential(*layers)
+
+
+def time_minires(x, y, steps):
+    import minires
+    from minires import models, optim
+    from minires.functional import cross_entropy
+
+    model = models.resnet20()
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+    def train_step():
+        loss = cross_entropy(model(minires.tensor(x)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def eval_step():
+        with minires.no_grad():
+            model(minires.tensor(x))
+
+    model.train()
+    train = best_of(train_step, steps)
+    model.eval()
+    return train, best_of(eval_step, steps)
+
+
+def time_torch(x, y, steps):
+    import torch
+
+    model = torch_resnet20()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    xt, yt = torch.tensor(x), torch.tensor(y)
+
+    def train_step():
+        loss = torch.nn.functional.cross_entropy(model(xt), yt)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def eval_step():
+        with torch.no_grad():
+            model(xt)
+
+    model.train()
+    train = best_of(train_step, steps)
+    model.eval()
+    return train, best_of(eval_step, steps)
+
+
+def best_of(fn, steps):
+    fn()  # warm-up
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def worker(framework, batch, steps, threads):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, 3, 32, 32), dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+    if framework == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        train, evaluate = time_torch(x, y, steps)
+    else:
+        train, evaluate = time_minires(x, y, steps)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    print(json.dumps({"train": batch / train, "eval": batch / evaluate, "peak_mb": peak_mb}))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--worker", choices=["minires", "torch"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args.worker, args.batch, args.steps, args.threads)
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), NUMBA_NUM_THREADS=str(args.threads),
+               OPENBLAS_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    results = {}
+    for framework in ["minires", "torch"]:
+        cmd = [sys.executable, __file__, "--worker", framework, "--batch", str(args.batch),
+               "--steps", str(args.steps), "--threads", str(args.threads)]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"{framework}: failed\n{done.stderr.strip().splitlines()[-1]}")
+            continue
+        results[framework] = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"ResNet-20, batch {args.batch}, {args.threads} threads, best of {args.steps} steps")
+    print(f"{'':10} {'train img/s':>12} {'eval img/s':>11} {'peak RSS MB':>12}")
+    for framework, r in results.items():
+        print(f"{framework:10} {r['train']:12.1f} {r['eval']:11.1f} {r['peak_mb']:12.0f}")
+    if len(results) == 2:
+        m, t = results["minires"], results["torch"]
+        print(f"{'ratio':10} {m['train'] / t['train']:12.2f} {m['eval'] / t['eval']:11.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""The training loop and the CLI: exact resume, divergence stop, checkpoints, a real short run."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minires
+from minires import data
+from minires import train as training
+
+SHARED_CIFAR = Path(os.environ.get(
+    "MINIRES_CIFAR10",
+    Path(__file__).resolve().parents[1].parent / "shared/datasets/cifar-10-python.tar.gz"))
+
+
+@pytest.fixture
+def tiny_data(monkeypatch):
+    """64 training and 32 test images of the embedded sample: 4 iterations per epoch at batch 16."""
+    x_train, y_train, x_test, y_test = data.load_sample()
+    subset = (x_train[:64], y_train[:64], x_test[:32], y_test[:32])
+    monkeypatch.setattr(training, "load_data", lambda config: subset)
+
+
+def tiny_config(out, **kw):
+    settings = dict(model="resnet8", iters=8, batch=16, lr=0.05, data="sample", out=str(out))
+    settings.update(kw)
+    return training.TrainConfig(**settings)
+
+
+def weights(path):
+    return training.load_checkpoint(path)["model"]
+
+
+def test_interrupted_and_resumed_run_ends_bit_for_bit_equal(tmp_path, tiny_data):
+    straight = training.train(tiny_config(tmp_path / "a"), progress=False)
+    assert straight["iterations"] == 8 and straight["epochs"] == 2
+
+    def interrupt_after_first_epoch(run):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        training.train(tiny_config(tmp_path / "b"), progress=False,
+                       on_epoch_end=interrupt_after_first_epoch)
+    assert training.load_checkpoint(tmp_path / "b/checkpoint.pkl")["iteration"] == 4
+    training.train(tiny_config(tmp_path / "b"), resume=True, progress=False)
+
+    a, b = weights(tmp_path / "a/checkpoint.pkl"), weights(tmp_path / "b/checkpoint.pkl")
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    # ...and the metrics and momentum buffers agree too.
+    state_a = training.load_checkpoint(tmp_path / "a/checkpoint.pkl")
+    state_b = training.load_checkpoint(tmp_path / "b/checkpoint.pkl")
+    assert state_a["history"][-1]["train_loss"] == state_b["history"][-1]["train_loss"]
+
+
+def test_outputs_of_a_run(tmp_path, tiny_data):
+    summary = training.train(tiny_config(tmp_path, schedule="cosine"), progress=False)
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,iteration,lr,train_loss,train_error,test_loss,test_error")
+    assert len(rows) == 3
+    assert json.loads((tmp_path / "summary.json").read_text())["iterations"] == 8
+    assert 0 <= summary["test_accuracy"] <= 1
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data,
+                                                                  monkeypatch):
+    real_cross_entropy = training.cross_entropy
+    calls = {"train": 0}
+
+    def poisoned_after_five_steps(logits, y):
+        loss = real_cross_entropy(logits, y)
+        if minires.function.is_grad_enabled():
+            calls["train"] += 1
+            if calls["train"] > 5:
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(training, "cross_entropy", poisoned_after_five_steps)
+    with pytest.raises(training.TrainingDiverged, match=r"nan at iteration 5 \(learning rate "
+                                                        r"0.005\).*checkpoint\.pkl"):
+        training.train(tiny_config(tmp_path), progress=False)
+    kept = training.load_checkpoint(tmp_path / "checkpoint.pkl")
+    assert kept["iteration"] == 4
+    assert all(np.isfinite(v).all() for v in kept["model"].values())
+
+
+def test_checkpoint_write_is_atomic(tmp_path):
+    path = tmp_path / "ckpt.pkl"
+    training.save_checkpoint(path, {"a": np.arange(3)})
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk full halfway")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        training.save_checkpoint(path, {"a": Unpicklable()})
+    np.testing.assert_array_equal(training.load_checkpoint(path)["a"], np.arange(3))
+    assert os.listdir(tmp_path) == ["ckpt.pkl"]  # no temporary file left behind
+
+
+def test_paper_schedule_scales_to_the_run_and_model_names():
+    schedule = training.make_schedule("paper", 0.1, 64000)
+    assert [schedule.lr(i) for i in (0, 31999, 32000, 48000)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.001])
+    assert training.make_schedule("paper", 0.1, 100).lr(75) == pytest.approx(0.001)
+    assert training.parse_model_name("plain56") == (56, False)
+    with pytest.raises(ValueError, match="resnetN or plainN"):
+        training.parse_model_name("vgg16")
+
+
+@pytest.mark.skipif(not SHARED_CIFAR.exists(), reason="the shared CIFAR-10 tarball is absent")
+def test_short_run_on_real_cifar10_lowers_the_loss(tmp_path, monkeypatch):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the stand-in's md5 warning
+        x_train, y_train, x_test, y_test = data.load_cifar10(SHARED_CIFAR)
+    subset = (x_train[:4096], y_train[:4096], x_test[:256], y_test[:256])
+    monkeypatch.setattr(training, "load_data", lambda config: subset)
+    run = training.Run(tiny_config(tmp_path, iters=60, batch=64, lr=0.1, schedule="cosine"))
+    run.fit(progress=False)
+    last = run.history[-1]
+    assert last["iteration"] == 60
+    # An untrained 10-way classifier has loss about log(10) = 2.30 and error about 0.9.
+    assert last["test_loss"] < math.log(10) - 0.2
+    assert last["test_error"] < 0.8
+
+
+def run_cli(*args, cwd):
+    done = subprocess.run([sys.executable, "-m", "minires", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_cli_train_eval_and_demo(tmp_path):
+    out = run_cli("train", "--model", "resnet8", "--data", "sample", "--iters", "3", "--batch",
+                  "32", "--out", "run", "--no-progress", cwd=tmp_path)
+    assert "accuracy" in out and "curves.png" in out
+    out = run_cli("eval", "--checkpoint", "run/checkpoint.pkl", cwd=tmp_path)
+    assert out.startswith("test accuracy ")
+    out = run_cli("demo", "--epochs", "1", "--out", "demo", cwd=tmp_path)
+    assert "test accuracy" in out and (tmp_path / "demo/curves.png").exists()
+
+
+def test_cli_errors_are_clear(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "minires", "train", "--model", "resnet21",
+                           "--data", "sample", "--out", "r"], cwd=tmp_path, capture_output=True,
+                          text=True)
+    assert done.returncode != 0 and "6n+2" in done.stderr
