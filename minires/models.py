@@ -1,0 +1,163 @@
+"""The CIFAR-10 ResNets and plain nets of He et al. 2015, "Deep Residual Learning", sec. 4.2.
+
+conv3x3(16) -> BN -> ReLU, three stages of n basic blocks on 32x32, 16x16 and 8x8 maps with
+16, 32 and 64 channels (the first block of stages 2 and 3 has stride 2), global average pooling,
+a 64 -> 10 linear layer: 6n+2 weighted layers. A basic block computes
+relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)); a plain net is the same without shortcut.
+Lesson 9 trains them. Parameter names follow akamaster/pytorch_resnet_cifar10, so its
+checkpoints load with `load_torch_state_dict`.
+"""
+
+from . import functional as F
+from .nn import (
+    BatchNorm2d,
+    Conv2d,
+    GlobalAvgPool2d,
+    Identity,
+    Linear,
+    Module,
+    PadShortcut,
+    Sequential,
+)
+
+SHORTCUTS = ("A", "B", "C")
+
+
+def make_shortcut(option, in_channels, out_channels, stride):
+    """The shortcut of one block for the paper's options (sec. 3.3 and Table 3):
+    A: identity, and where the shape changes zero-padding (no parameters);
+    B: identity, and where the shape changes a 1x1 convolution + BN projection;
+    C: a projection on every block."""
+    shape_changes = stride != 1 or in_channels != out_channels
+    if option == "C" or (option == "B" and shape_changes):
+        return Sequential(Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                          BatchNorm2d(out_channels))
+    if option == "A" and shape_changes:
+        return PadShortcut(out_channels, stride)
+    return Identity()
+
+
+class BasicBlock(Module):
+    """Two 3x3 convolutions with BN, added to the shortcut (He et al. Fig. 2, eq. 1).
+
+    residual=False gives the plain block: no shortcut attribute and no addition at all.
+    """
+
+    def __init__(self, in_channels, out_channels, stride=1, shortcut="A", residual=True):
+        super().__init__()
+        self.conv1 = Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = BatchNorm2d(out_channels)
+        self.conv2 = Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
+        self.bn2 = BatchNorm2d(out_channels)
+        if residual:
+            self.shortcut = make_shortcut(shortcut, in_channels, out_channels, stride)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if "shortcut" in self._modules:
+            out = out + self.shortcut(x)  # the residual connection: F(x) + x
+        return F.relu(out)
+
+
+class ResNetCifar(Module):
+    """The 6n+2-layer CIFAR network; see resnet_cifar()."""
+
+    def __init__(self, n, shortcut="A", residual=True, num_classes=10):
+        super().__init__()
+        self.conv1 = Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
+        self.bn1 = BatchNorm2d(16)
+        in_channels = 16
+        for index, (channels, stride) in enumerate([(16, 1), (32, 2), (64, 2)], start=1):
+            # Only a stage's first block changes the shape (stride 2, more channels).
+            blocks = [BasicBlock(in_channels, channels, stride, shortcut, residual)]
+            blocks += [BasicBlock(channels, channels, 1, shortcut, residual) for _ in range(n - 1)]
+            self.add_module(f"layer{index}", Sequential(*blocks))
+            in_channels = channels
+        self.pool = GlobalAvgPool2d()
+        self.linear = Linear(64, num_classes)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))  # (N, 16, 32, 32)
+        out = self.layer1(out)  # (N, 16, 32, 32)
+        out = self.layer2(out)  # (N, 32, 16, 16)
+        out = self.layer3(out)  # (N, 64, 8, 8)
+        return self.linear(self.pool(out))  # (N, 64) -> (N, num_classes)
+
+
+def resnet_cifar(depth, shortcut="A", residual=True, num_classes=10):
+    """The CIFAR ResNet of the given depth = 6n+2 (20, 32, 44, 56, 110, 1202, ...).
+
+    shortcut: "A", "B" or "C" (see make_shortcut); residual=False builds the plain net of the
+    same depth, which has no shortcuts, so `shortcut` does not matter for it.
+    """
+    if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6 != 0:
+        raise ValueError(f"resnet_cifar: depth must be 6n+2 for a whole number n >= 1 "
+                         f"(8, 14, 20, 32, 44, 56, 110, 1202, ...), got {depth!r}")
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"resnet_cifar: shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
+    return ResNetCifar((depth - 2) // 6, shortcut, residual, num_classes)
+
+
+def resnet20(**kwargs):
+    return resnet_cifar(20, **kwargs)
+
+
+def resnet32(**kwargs):
+    return resnet_cifar(32, **kwargs)
+
+
+def resnet44(**kwargs):
+    return resnet_cifar(44, **kwargs)
+
+
+def resnet56(**kwargs):
+    return resnet_cifar(56, **kwargs)
+
+
+def resnet110(**kwargs):
+    return resnet_cifar(110, **kwargs)
+
+
+def resnet1202(**kwargs):
+    return resnet_cifar(1202, **kwargs)
+
+
+def plain20(**kwargs):
+    return resnet_cifar(20, residual=False, **kwargs)
+
+
+def plain32(**kwargs):
+    return resnet_cifar(32, residual=False, **kwargs)
+
+
+def plain44(**kwargs):
+    return resnet_cifar(44, residual=False, **kwargs)
+
+
+def plain56(**kwargs):
+    return resnet_cifar(56, residual=False, **kwargs)
+
+
+def plain110(**kwargs):
+    return resnet_cifar(110, residual=False, **kwargs)
+
+
+def load_torch_state_dict(model, state_dict, strict=True):
+    """Load a PyTorch state_dict (e.g. an akamaster/pytorch_resnet_cifar10 checkpoint's
+    checkpoint["state_dict"]) into model.
+
+    The names already agree; what differs: PyTorch also saves BN's `num_batches_tracked` (a
+    counter minires does not keep: dropped here), nn.DataParallel prefixes every key with
+    "module." (stripped), and the values are torch tensors (converted to NumPy).
+    """
+    converted = {}
+    for key, value in state_dict.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        if key.startswith("module."):
+            key = key[len("module."):]
+        if hasattr(value, "detach"):  # a torch tensor, possibly on a GPU
+            value = value.detach().cpu().numpy()
+        converted[key] = value
+    return model.load_state_dict(converted, strict=strict)
