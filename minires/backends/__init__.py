@@ -2,9 +2,11 @@
 
 A tensor's data is a NumPy array (device "cpu") or a CuPy array (device "gpu"). Ops never ask a
 global flag: they look at their arrays (`get_array_module`, `get_backend`) and use that. CuPy is
-imported only when the GPU is asked for. Lesson 10 walks through this seam.
+imported only when the GPU is asked for. `emulated_gpu()` sends NumPy arrays through the GPU
+backend instead, its CUDA kernels run by the emulator (kernels/emu). Lesson 10 walks this seam.
 """
 
+import contextlib
 import sys
 
 import numpy as np
@@ -77,9 +79,29 @@ def to_device(array, device):
     return import_cupy().asarray(array)
 
 
+_emulating_gpu = False  # set only by emulated_gpu()
+
+
+@contextlib.contextmanager
+def emulated_gpu():
+    """Inside this with-block, ops on NumPy arrays use the GPU backend (gpu.py): its wrappers,
+    launch code and the very CUDA kernels, run on the CPU by the CUDA emulator (needs g++). The
+    tests run each op this way; results must match the NumPy backend. Nothing moves to a GPU."""
+    global _emulating_gpu
+    from . import emulator
+
+    emulator.compiler()  # fail now, with what to install, rather than in the first op
+    previous, _emulating_gpu = _emulating_gpu, True
+    try:
+        yield
+    finally:
+        _emulating_gpu = previous
+
+
 def get_backend(*arrays):
-    """The backend module (im2col, col2im, gemm, ...) for these arrays: cpu or gpu."""
-    if get_array_module(*arrays) is np:
+    """The backend module (im2col, col2im, gemm, ...) for these arrays: cpu or gpu (also for NumPy
+    arrays inside emulated_gpu())."""
+    if get_array_module(*arrays) is np and not _emulating_gpu:
         return cpu
     from . import gpu
 

@@ -1,0 +1,187 @@
+"""The CUDA emulator: kernels/*.cu built by g++ and run on the CPU, NumPy arrays as device memory.
+
+`RawModule(code)` stands in for `cupy.RawModule`: it compiles the CUDA source with g++ after
+kernels/emu/cuda_emu.h into a shared library (cached on disk, rebuilt when any source changes),
+and its functions are called like CuPy's, `kernel(grid, block, args)`. launch.py uses it for
+NumPy arrays, so the tests run the GPU backend's own code without a GPU. How threads, barriers
+and the memory checks work: kernels/emu/emu_runtime.cpp (lesson 10).
+"""
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .launch import check_args, kernel_names, kernel_signature
+
+MAX_ARRAYS = 16  # emu::max_arrays in cuda_emu.h
+MAX_BLOCK = (1024, 1024, 64)  # CUDA's limits, with at most 1024 threads per block
+MAX_GRID = (2**31 - 1, 65535, 65535)
+# The kernel code is instrumented (-fsanitize=thread: a hook call around every load and store);
+# the runtime is not. Hidden visibility and -fno-gnu-unique keep every module's statics (its
+# __shared__ memory) and hooks its own when several modules are loaded at once.
+CXXFLAGS = ("-std=c++17", "-O1", "-fPIC", "-fvisibility=hidden", "-fno-gnu-unique", "-Wall",
+            "-Wno-unknown-pragmas")
+KERNEL_FLAGS = ("-fsanitize=thread",)
+
+
+class EmulatorError(RuntimeError):
+    """A kernel did what would be a bug on a GPU: an out-of-bounds access, a data race, a thread
+    skipping a __syncthreads() that others wait at, a read of unwritten shared memory."""
+
+
+_detect_races = True
+
+
+@contextlib.contextmanager
+def race_detection(enabled):
+    """Turn the race detector off (or on) inside a with-block; it is on by default. Bounds checks
+    stay on. Without it a racy kernel runs to the end, and its wrong results show instead."""
+    global _detect_races
+    previous, _detect_races = _detect_races, enabled
+    try:
+        yield
+    finally:
+        _detect_races = previous
+
+
+class RawModule:
+    """The emulated counterpart of `cupy.RawModule(code=...)`: compiled once, on construction."""
+
+    def __init__(self, code):
+        self.code = code
+        self.library = ctypes.CDLL(str(build(code)))
+
+    def get_function(self, name):
+        if name not in kernel_names(self.code):
+            raise ValueError(f"no kernel named {name!r} in this module "
+                             f"(it has {kernel_names(self.code)})")
+        return Function(self, name)
+
+
+class _Launch(ctypes.Structure):
+    """Mirror of emu::Launch in cuda_emu.h, field for field."""
+
+    _fields_ = [
+        ("grid", ctypes.c_uint * 3),
+        ("block", ctypes.c_uint * 3),
+        ("detect_races", ctypes.c_int),
+        ("num_arrays", ctypes.c_int),
+        ("array_begin", ctypes.c_void_p * MAX_ARRAYS),
+        ("array_bytes", ctypes.c_ulonglong * MAX_ARRAYS),
+        ("array_name", ctypes.c_char_p * MAX_ARRAYS),
+        ("error", ctypes.c_char * 1024),
+    ]
+
+
+class Function:
+    """One kernel of a RawModule; call it as `f(grid, block, args, shared_mem=0)`."""
+
+    def __init__(self, module, name):
+        self.name = name
+        self.params = kernel_signature(module.code, name)
+        self._launch = getattr(module.library, f"emu_launch_{name}")
+        self._launch.argtypes = [ctypes.POINTER(_Launch), ctypes.POINTER(ctypes.c_void_p)]
+        self._launch.restype = ctypes.c_int
+
+    def __call__(self, grid, block, args, shared_mem=0):
+        grid, block = _dims("grid", grid, MAX_GRID), _dims("block", block, MAX_BLOCK)
+        if block[0] * block[1] * block[2] > 1024:
+            raise ValueError(f"{self.name}: block {block} has more than 1024 threads")
+        if grid[0] * grid[1] * grid[2] * block[0] * block[1] * block[2] >= 2**31:
+            raise ValueError(f"{self.name}: grid {grid} x block {block} is too large to emulate")
+        if shared_mem:
+            raise NotImplementedError("dynamic shared memory (extern __shared__) is not emulated")
+        check_args(self.name, self.params, args)
+        launch = _Launch(grid=grid, block=block, detect_races=_detect_races)
+        values = []  # the argument values; args_pointer points at each (cuLaunchKernel's way)
+        for (_, name), arg in zip(self.params, args):
+            if isinstance(arg, np.ndarray):
+                if launch.num_arrays == MAX_ARRAYS:
+                    raise ValueError(f"{self.name}: more than {MAX_ARRAYS} array arguments")
+                i = launch.num_arrays
+                launch.array_begin[i] = arg.ctypes.data
+                launch.array_bytes[i] = arg.nbytes
+                launch.array_name[i] = name.encode()
+                launch.num_arrays += 1
+                values.append(ctypes.c_void_p(arg.ctypes.data))
+            elif isinstance(arg, np.int32):
+                values.append(ctypes.c_int32(arg))
+            else:
+                values.append(ctypes.c_float(arg))
+        args_pointer = (ctypes.c_void_p * len(values))(*map(ctypes.addressof, values))
+        if self._launch(ctypes.byref(launch), args_pointer) != 0:
+            raise EmulatorError(f"kernel {self.name}, grid {grid}, block {block}: "
+                                f"{launch.error.decode()}")
+
+
+def _dims(what, dims, limits):
+    dims = tuple(int(d) for d in dims) + (1,) * (3 - len(dims))
+    if len(dims) != 3 or not all(1 <= d <= limit for d, limit in zip(dims, limits)):
+        raise ValueError(f"{what} {dims} must have 1 to 3 dimensions within {limits}")
+    return dims
+
+
+# -- building ----------------------------------------------------------------------------------
+
+def cache_dir():
+    """Where built modules are kept: $MINIRES_EMU_CACHE, else ~/.cache/minires/emu (a temporary
+    folder when that cannot be written)."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "minires" / "emu"
+    path = Path(os.environ.get("MINIRES_EMU_CACHE", default))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        path = Path(tempfile.gettempdir()) / f"minires-emu-{os.getuid()}"
+        path.mkdir(exist_ok=True)
+    return path
+
+
+def compiler():
+    """The C++ compiler ($CXX, else g++), or a RuntimeError that says what to install."""
+    path = shutil.which(os.environ.get("CXX", "g++"))
+    if path is None:
+        raise RuntimeError("the CUDA emulator compiles kernels with g++, which was not found: "
+                           "install it (e.g. `apt install g++`) or point $CXX at it")
+    return path
+
+
+def build(code):
+    """Path of the shared library that runs this CUDA source, compiling it on first use."""
+    cxx = compiler()
+    emu = resources.files("minires.kernels.emu")
+    header = emu.joinpath("cuda_emu.h").read_text()
+    runtime = emu.joinpath("emu_runtime.cpp").read_text()
+    glue = '#include "cuda_emu.h"\n#include "kernel.cu"\n' + "".join(
+        f"EMU_KERNEL({name})\n" for name in kernel_names(code))
+    key = hashlib.sha256("\0".join((cxx, *CXXFLAGS, header, runtime, code)).encode()).hexdigest()
+    library = cache_dir() / key[:20] / "module.so"
+    if library.exists():
+        return library
+    work = Path(tempfile.mkdtemp(prefix="build-", dir=cache_dir()))
+    try:
+        for name, text in [("cuda_emu.h", header), ("emu_runtime.cpp", runtime),
+                           ("kernel.cu", code), ("module.cpp", glue)]:
+            (work / name).write_text(text)
+        _run(work, cxx, *CXXFLAGS, "-c", "emu_runtime.cpp", "-o", "runtime.o")
+        _run(work, cxx, *CXXFLAGS, *KERNEL_FLAGS, "-c", "module.cpp", "-o", "module.o")
+        _run(work, cxx, "-shared", "-Wl,--no-undefined", "module.o", "runtime.o", "-o", "module.so")
+        library.parent.mkdir(exist_ok=True)
+        os.replace(work / "module.so", library)  # atomic: a concurrent build just wins or loses
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return library
+
+
+def _run(cwd, *command):
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"building the emulated kernels failed: {' '.join(command)}\n"
+                           f"{result.stderr}")

@@ -1,0 +1,149 @@
+"""The GPU backend: cpu.py's im2col, col2im and gemm, computed by the CUDA kernels in kernels/*.cu.
+
+Same functions, same signatures, same layouts as cpu.py (the specification). Each wrapper checks
+its arrays, allocates the output with `xp`, works out the launch shape and calls
+`launch(kernel, grid, block, args)`; launch.py compiles and runs the kernel (CuPy on a GPU, the
+CUDA emulator on NumPy arrays). Lesson 10 reads this file beside cpu.py and the kernels.
+
+dtypes: the kernels compute in float32, the dtype networks train in. float64, which the gradient
+checks use, takes the reference path instead: cpu.py's own code, via host memory for CuPy arrays
+(slow, but gradient checks are small), and cuBLAS/NumPy for gemm. Other dtypes raise TypeError.
+"""
+
+import numpy as np
+
+from . import cpu, get_array_module
+from .cpu import conv_output_size
+from .launch import ceil_div, launch
+
+__all__ = ["col2im", "conv_output_size", "gemm", "get_gemm", "im2col", "set_gemm"]
+
+THREADS = 256  # threads per block of the one-thread-per-element kernels (im2col, col2im)
+NAIVE_BLOCK = (32, 8)  # gemm_naive: 32 columns x 8 rows of C per block
+TILE_M, TILE_N, TILE_K = 64, 64, 16  # gemm_tiled's BM, BN, BK: must match kernels/gemm.cu
+TILED_THREADS = 256  # gemm_tiled's THREADS = (BM / TM) * (BN / TN)
+# Split K when C has too few tiles to keep a GPU busy (the weight gradient): aim for this many
+# blocks, each still walking at least MIN_K_PER_SPLIT of K.
+TARGET_BLOCKS = 512
+MIN_K_PER_SPLIT = 128
+INT32_MAX = 2**31 - 1  # the kernels index with 32-bit ints
+
+GEMM_KINDS = ("tiled", "naive", "cublas")
+_gemm_kind = "tiled"
+
+
+def set_gemm(kind):
+    """Choose the float32 GEMM: our "tiled" kernel (default), our "naive" one, or "cublas"
+    (`cupy.matmul`; NumPy's matmul under the emulator), to compare them. Returns the old kind."""
+    global _gemm_kind
+    if kind not in GEMM_KINDS:
+        raise ValueError(f"set_gemm: kind must be one of {GEMM_KINDS}, got {kind!r}")
+    previous, _gemm_kind = _gemm_kind, kind
+    return previous
+
+
+def get_gemm():
+    """The GEMM in use: "tiled", "naive" or "cublas"."""
+    return _gemm_kind
+
+
+def im2col(x, KH, KW, stride, padding):
+    """cols[(c,kh,kw), (n,oh,ow)] = x_padded[n, c, oh*sh + kh, ow*sw + kw], as cpu.im2col."""
+    if x.dtype == np.float64:
+        return _like(x, cpu.im2col(_host(x), KH, KW, stride, padding))
+    x = _kernel_input("im2col", x)
+    N, C, H, W = x.shape
+    (sh, sw), (ph, pw) = stride, padding
+    H_out = conv_output_size(H, KH, sh, ph)
+    W_out = conv_output_size(W, KW, sw, pw)
+    xp = get_array_module(x)
+    cols = xp.empty((C * KH * KW, N * H_out * W_out), dtype=np.float32)
+    _check_fits("im2col", x.size, cols.size)
+    launch("im2col", grid=(ceil_div(cols.size, THREADS),), block=(THREADS,),
+           args=(x, cols, *_int32(N, C, H, W, KH, KW, sh, sw, ph, pw, H_out, W_out)))
+    return cols
+
+
+def col2im(cols, x_shape, KH, KW, stride, padding):
+    """The adjoint of im2col: each pixel gathers the column entries copied from it (cpu.col2im)."""
+    if cols.dtype == np.float64:
+        return _like(cols, cpu.col2im(_host(cols), x_shape, KH, KW, stride, padding))
+    cols = _kernel_input("col2im", cols)
+    N, C, H, W = x_shape
+    (sh, sw), (ph, pw) = stride, padding
+    H_out = conv_output_size(H, KH, sh, ph)
+    W_out = conv_output_size(W, KW, sw, pw)
+    if cols.shape != (C * KH * KW, N * H_out * W_out):
+        raise ValueError(f"col2im: cols has shape {cols.shape}, but x_shape {tuple(x_shape)} with "
+                         f"a {KH}x{KW} kernel needs {(C * KH * KW, N * H_out * W_out)}")
+    xp = get_array_module(cols)
+    x = xp.empty((N, C, H, W), dtype=np.float32)  # every pixel is written: no zeroing
+    _check_fits("col2im", x.size, cols.size)
+    launch("col2im", grid=(ceil_div(x.size, THREADS),), block=(THREADS,),
+           args=(cols, x, *_int32(N, C, H, W, KH, KW, sh, sw, ph, pw, H_out, W_out)))
+    return x
+
+
+def gemm(a, b, trans_a=False, trans_b=False):
+    """op(a) @ op(b), op transposing when asked, as cpu.gemm; the kernel is set_gemm()'s choice."""
+    M, K = a.shape[::-1] if trans_a else a.shape
+    K_b, N = b.shape[::-1] if trans_b else b.shape
+    if K != K_b:
+        raise ValueError(f"gemm: op(a) is {M}x{K} but op(b) is {K_b}x{N} "
+                         f"(a {a.shape}, trans_a={trans_a}; b {b.shape}, trans_b={trans_b})")
+    if a.dtype != b.dtype:
+        raise TypeError(f"gemm: a is {a.dtype} but b is {b.dtype}")
+    if a.dtype == np.float64 or _gemm_kind == "cublas":
+        return cpu.gemm(a, b, trans_a, trans_b)  # `@`: cupy.matmul, i.e. cuBLAS, on CuPy arrays
+    a, b = _kernel_input("gemm", a), _kernel_input("gemm", b)
+    xp = get_array_module(a, b)
+    if _gemm_kind == "naive":
+        c = xp.empty((M, N), dtype=np.float32)
+        _check_fits("gemm", a.size, b.size, c.size)
+        launch("gemm_naive", grid=(ceil_div(N, NAIVE_BLOCK[0]), ceil_div(M, NAIVE_BLOCK[1])),
+               block=NAIVE_BLOCK, args=(a, b, c, *_int32(M, N, K, trans_a, trans_b)))
+        return c
+    splits, k_per_split = split_k(M, N, K)
+    c = xp.empty((splits, M, N), dtype=np.float32)  # one partial product per slice of K
+    _check_fits("gemm", a.size, b.size, c.size)
+    launch("gemm_tiled", grid=(ceil_div(N, TILE_N), ceil_div(M, TILE_M), splits),
+           block=(TILED_THREADS,), args=(a, b, c, *_int32(M, N, K, trans_a, trans_b, k_per_split)))
+    return c[0] if splits == 1 else c.sum(axis=0)
+
+
+def split_k(M, N, K):
+    """(splits, k_per_split): cut K into slices (multiples of TILE_K) when C alone has fewer than
+    TARGET_BLOCKS tiles, as in the weight gradient (C is C_out x C_in*KH*KW, K is N*H_out*W_out)."""
+    tiles = ceil_div(M, TILE_M) * ceil_div(N, TILE_N)
+    splits = max(1, min(ceil_div(TARGET_BLOCKS, tiles), K // MIN_K_PER_SPLIT))
+    k_per_split = ceil_div(ceil_div(max(K, 1), splits), TILE_K) * TILE_K
+    return ceil_div(max(K, 1), k_per_split), k_per_split  # no empty slice at the end
+
+
+def _kernel_input(op, a):
+    """a as a contiguous float32 array: a kernel indexes raw memory, so it cannot follow strides."""
+    if a.dtype != np.float32:
+        raise TypeError(f"{op}: the GPU kernels compute in float32 (float64 takes the reference "
+                        f"path), got {a.dtype}: convert with .astype(numpy.float32)")
+    return get_array_module(a).ascontiguousarray(a)
+
+
+def _int32(*values):
+    """Kernel int parameters are 32 bits: CuPy would pass a Python int as 64."""
+    return tuple(np.int32(v) for v in values)
+
+
+def _check_fits(op, *sizes):
+    if max(sizes) > INT32_MAX:
+        raise ValueError(f"{op}: an array of {max(sizes)} elements is too large for the kernels' "
+                         "32-bit indices; use a smaller batch")
+
+
+def _host(a):
+    """a as a NumPy array (the reference path computes on the host)."""
+    return a if get_array_module(a) is np else a.get()
+
+
+def _like(a, result):
+    """result moved to where a lives."""
+    return get_array_module(a).asarray(result)

@@ -1,0 +1,177 @@
+"""The GPU backend seen from the ops: conv2d and pooling, forward and backward, through gpu.py's
+code path under emulated_gpu() against the NumPy backend; the device seam without CuPy; the
+kernels inside a built wheel; the GPU benchmark's message without CuPy.
+"""
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minires
+from minires import backends, tensor
+from minires import functional as F
+from minires.backends import cpu, emulated_gpu, get_backend, gpu
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="the emulator needs g++")
+
+
+def random(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+@pytest.fixture
+def launched(monkeypatch):
+    """The names of the kernels that gpu.py launches during a test."""
+    names = []
+    real_launch = gpu.launch
+
+    def recording_launch(kernel_name, *args, **kwargs):
+        names.append(kernel_name)
+        return real_launch(kernel_name, *args, **kwargs)
+
+    monkeypatch.setattr(gpu, "launch", recording_launch)
+    return names
+
+
+def run(op, inputs, dy, gpu_emulated):
+    """op(*tensors) and the gradients of sum(op * dy) with respect to each input."""
+    tensors = [tensor(x, requires_grad=True) for x in inputs]
+    if gpu_emulated:
+        with emulated_gpu():
+            y = op(*tensors)
+            y.backward(dy)
+    else:
+        y = op(*tensors)
+        y.backward(dy)
+    return [y.numpy()] + [np.asarray(t.grad) for t in tensors]
+
+
+# (N, C_in, H, W), (C_out, KH, KW), stride, padding
+CONV_CASES = [
+    ((2, 3, 8, 8), (16, 3, 3), 1, 1),  # ResNet's first layer, shrunk
+    ((1, 4, 7, 5), (6, 3, 3), 2, 1),  # batch 1, stride 2, non-square, odd sizes
+    ((3, 5, 6, 6), (4, 1, 1), 2, 0),  # 1x1 stride 2
+    ((2, 2, 5, 9), (3, 2, 3), (1, 2), 2),  # non-square kernel and stride, padding 2
+]
+
+
+@needs_gxx
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding", CONV_CASES)
+def test_conv2d_forward_and_backward_match_numpy(launched, x_shape, w_shape, stride, padding):
+    C_out, KH, KW = w_shape
+    x, w, b = random(*x_shape), random(C_out, x_shape[1], KH, KW, seed=1), random(C_out, seed=2)
+
+    def conv(x, w, b):
+        return F.conv2d(x, w, b, stride=stride, padding=padding)
+
+    y_shape = conv(tensor(x), tensor(w), tensor(b)).shape
+    dy = random(*y_shape, seed=3)
+    expected = run(conv, (x, w, b), dy, gpu_emulated=False)
+    got = run(conv, (x, w, b), dy, gpu_emulated=True)
+    for name, g, e in zip(["y", "dx", "dw", "db"], got, expected):
+        assert g.dtype == np.float32, name
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4, err_msg=name)
+    # forward W @ cols, then W^T @ dy and dy @ cols^T, and col2im for dx: all on the kernels
+    assert launched == ["im2col", "gemm_tiled", "gemm_tiled", "gemm_tiled", "col2im"]
+
+
+@needs_gxx
+@pytest.mark.parametrize("kernel, stride, padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
+def test_pooling_forward_and_backward_match_numpy(launched, kernel, stride, padding):
+    # Distinct values: max pooling's argmax (and so its gradient) is unambiguous.
+    x = np.random.default_rng(0).permutation(2 * 3 * 7 * 6).reshape(2, 3, 7, 6).astype(np.float32)
+    for op in (F.max_pool2d, F.avg_pool2d):
+
+        def pool(x):
+            return op(x, kernel, stride=stride, padding=padding)
+
+        dy = random(*pool(tensor(x)).shape, seed=1)
+        expected = run(pool, (x,), dy, gpu_emulated=False)
+        got = run(pool, (x,), dy, gpu_emulated=True)
+        for name, g, e in zip(["y", "dx"], got, expected):
+            np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5, err_msg=f"{op.__name__} {name}")
+    assert launched == ["im2col", "col2im"] * 2
+
+
+@needs_gxx
+def test_emulated_gpu_swaps_the_backend_and_restores_it():
+    x = np.zeros((1, 1, 2, 2), np.float32)
+    assert get_backend(x) is cpu
+    with emulated_gpu():
+        assert get_backend(x) is gpu
+        with emulated_gpu():
+            assert get_backend(x) is gpu
+        assert get_backend(x) is gpu  # the inner block restores, not resets
+    assert get_backend(x) is cpu
+
+
+@needs_gxx
+def test_naive_and_cublas_gemms_give_the_same_conv():
+    x, w = random(2, 3, 6, 6), random(4, 3, 3, 3, seed=1)
+    expected = F.conv2d(tensor(x), tensor(w), padding=1).numpy()
+    previous = gpu.get_gemm()
+    try:
+        for kind in gpu.GEMM_KINDS:
+            gpu.set_gemm(kind)
+            with emulated_gpu():
+                y = F.conv2d(tensor(x), tensor(w), padding=1).numpy()
+            np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5, err_msg=kind)
+    finally:
+        gpu.set_gemm(previous)
+
+
+# -- the device seam without CuPy ----------------------------------------------------------------
+
+@pytest.mark.skipif(minires.gpu_available(), reason="a GPU is available here")
+def test_without_cupy_the_gpu_device_says_what_to_install():
+    assert minires.gpu_available() is False
+    with pytest.raises(RuntimeError, match=r"pip install -e \"\.\[gpu-cuda12\]\""):
+        backends.to_device(np.zeros(3), "gpu")
+    with pytest.raises(RuntimeError, match="CuPy"):
+        tensor([1.0, 2.0]).to("gpu")
+
+
+@pytest.mark.skipif(minires.gpu_available(), reason="a GPU is available here")
+def test_gpu_benchmark_fails_clearly_without_cupy():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "gpu-cuda12" in result.stderr and "Traceback" not in result.stderr
+
+
+# -- packaging -----------------------------------------------------------------------------------
+
+def test_wheel_ships_the_kernels_and_the_emulator(tmp_path):
+    """A plain (non-editable) install must find kernels/*.cu: build a wheel from a copy of the
+    project (no network: the installed setuptools builds it), install it into a folder and read
+    the kernels through the installed package. Takes 10-30 s."""
+    project = tmp_path / "project"
+    project.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    for name in ("pyproject.toml", "setup.cfg", "README.md"):
+        shutil.copy(ROOT / name, project / name)
+    for name in ("minires", "kernels"):
+        shutil.copytree(ROOT / name, project / name, ignore=ignore)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", ".", "--no-deps", "--no-build-isolation", "-w", "dist"],
+                   cwd=project, check=True, capture_output=True, timeout=120)
+    (wheel,) = (project / "dist").glob("minires-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for kernel in ("im2col.cu", "col2im.cu", "gemm.cu", "emu/cuda_emu.h", "emu/emu_runtime.cpp"):
+        assert f"minires/kernels/{kernel}" in names, kernel
+
+    site = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True, timeout=120)
+    check = ("import minires, minires.backends.launch as l; print(minires.__file__); "
+             "print(l.kernel_source('gemm.cu').count('extern \"C\" __global__'))")
+    result = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True,
+                            text=True, env={"PYTHONPATH": str(site)}, check=True, timeout=120)
+    where, kernels = result.stdout.split()
+    assert Path(where).is_relative_to(site) and int(kernels) == 2

@@ -1,0 +1,261 @@
+"""The CUDA kernels of kernels/*.cu against the NumPy specification (minires/backends/cpu.py).
+
+Each kernel runs through the GPU backend's wrappers (gpu.py, launch.py) on NumPy arrays, so under
+the CUDA emulator (kernels/emu), with its race detector on; on awkward shapes: sizes that are not
+tile multiples, stride 2, padding 0/1/2, batch 1, 1x1 and 3x3 kernels, non-square everything.
+Then the emulator's own strictness: deliberately broken kernels must fail. Last, nvcc compiles
+every kernel for three GPU generations with warnings as errors and no register spills.
+"""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minires.backends import cpu, emulator, gpu, launch
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the emulator needs g++")
+
+KERNELS = Path(__file__).resolve().parents[1] / "kernels"
+BROKEN = Path(__file__).resolve().parent / "gpu_broken"
+
+# (N, C, H, W), (KH, KW), stride, padding
+CONV_CASES = [
+    ((1, 1, 5, 5), (3, 3), (1, 1), (1, 1)),  # batch 1, one channel
+    ((2, 3, 7, 6), (3, 3), (2, 2), (1, 1)),  # stride 2, non-square image
+    ((2, 4, 6, 9), (1, 1), (1, 1), (0, 0)),  # 1x1 kernel
+    ((2, 3, 5, 4), (1, 1), (2, 2), (0, 0)),  # 1x1 stride 2, like a downsampling shortcut
+    ((1, 2, 9, 7), (2, 3), (2, 1), (2, 0)),  # non-square kernel, mixed stride, padding 2
+    ((3, 2, 5, 5), (3, 3), (1, 1), (2, 2)),  # padding 2 everywhere
+    ((2, 8, 8, 8), (3, 3), (1, 1), (1, 1)),  # several blocks of 256 threads
+]
+
+# (M, N, K): op(A) is M x K, op(B) is K x N
+GEMM_CASES = [
+    (1, 1, 1),
+    (5, 7, 3),
+    (64, 64, 16),  # exactly one tile
+    (65, 63, 17),  # one past / one short of the tile in every direction
+    (130, 70, 40),  # several tiles and K steps
+    (20, 30, 1000),  # one tile of C: K is split into slices (split_k)
+]
+
+TRANSPOSES = [(False, False), (True, False), (False, True), (True, True)]
+
+
+def random(*shape, seed=0, dtype=np.float32):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def gemm_operands(M, N, K, trans_a, trans_b, seed=0):
+    a = random(*((K, M) if trans_a else (M, K)), seed=seed)
+    b = random(*((N, K) if trans_b else (K, N)), seed=seed + 1)
+    return a, b
+
+
+@pytest.fixture
+def gemm_kind():
+    """Restores the default GEMM after a test that changes it."""
+    previous = gpu.get_gemm()
+    yield
+    gpu.set_gemm(previous)
+
+
+# -- every kernel against the specification ----------------------------------------------------
+
+@pytest.mark.parametrize("x_shape, kernel, stride, padding", CONV_CASES)
+def test_im2col_matches_numpy(x_shape, kernel, stride, padding):
+    x = random(*x_shape)
+    cols = gpu.im2col(x, *kernel, stride, padding)
+    expected = cpu.im2col(x, *kernel, stride, padding)
+    assert cols.dtype == np.float32 and cols.shape == expected.shape
+    np.testing.assert_array_equal(cols, expected)  # a copy: exact
+
+
+@pytest.mark.parametrize("x_shape, kernel, stride, padding", CONV_CASES)
+def test_col2im_matches_numpy(x_shape, kernel, stride, padding):
+    cols_shape = cpu.im2col(np.zeros(x_shape, np.float32), *kernel, stride, padding).shape
+    cols = random(*cols_shape)
+    x = gpu.col2im(cols, x_shape, *kernel, stride, padding)
+    assert x.shape == x_shape and x.flags.c_contiguous
+    np.testing.assert_allclose(x, cpu.col2im(cols, x_shape, *kernel, stride, padding),
+                               rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["tiled", "naive"])
+@pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES)
+@pytest.mark.parametrize("M, N, K", GEMM_CASES)
+def test_gemm_matches_numpy(gemm_kind, kind, M, N, K, trans_a, trans_b):
+    gpu.set_gemm(kind)
+    a, b = gemm_operands(M, N, K, trans_a, trans_b)
+    c = gpu.gemm(a, b, trans_a, trans_b)
+    expected = cpu.gemm(a.astype(np.float64), b.astype(np.float64), trans_a, trans_b)
+    assert c.shape == (M, N) and c.dtype == np.float32
+    np.testing.assert_allclose(c, expected, rtol=1e-4, atol=1e-4 * np.sqrt(K))
+
+
+def test_gemm_accepts_views_and_cublas_kind(gemm_kind):
+    a, b = random(30, 40), random(20, 40, seed=1)
+    expected = cpu.gemm(a, b.T)
+    np.testing.assert_allclose(gpu.gemm(a, b.T), expected, rtol=1e-5, atol=1e-4)  # copied first
+    gpu.set_gemm("cublas")  # NumPy's matmul under the emulator
+    np.testing.assert_allclose(gpu.gemm(a, b, trans_b=True), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_split_k_cuts_the_weight_gradient_only():
+    # ResNet-20, batch 128, first stage: dW = dy @ cols^T is 16 x 144 with K = 131072.
+    splits, k_per_split = gpu.split_k(16, 144, 131072)
+    assert splits > 100 and k_per_split % gpu.TILE_K == 0
+    assert (splits - 1) * k_per_split < 131072 <= splits * k_per_split  # no empty slice
+    assert gpu.split_k(16, 131072, 144) == (1, 144)  # the forward GEMM has tiles enough
+    assert gpu.split_k(20, 30, 1000)[0] == 7  # the split case of GEMM_CASES really splits
+
+
+def test_tile_sizes_agree_with_gemm_cu():
+    source = (KERNELS / "gemm.cu").read_text()
+    sizes = dict(re.findall(r"constexpr int (\w+) = (\d+);", source))
+    assert (int(sizes["BM"]), int(sizes["BN"]), int(sizes["BK"])) == (
+        gpu.TILE_M, gpu.TILE_N, gpu.TILE_K)
+    tm, tn = int(sizes["TM"]), int(sizes["TN"])
+    assert (gpu.TILE_M // tm) * (gpu.TILE_N // tn) == gpu.TILED_THREADS
+
+
+def test_float64_takes_the_reference_path(gemm_kind):
+    x = random(2, 3, 5, 4, dtype=np.float64)
+    cols = gpu.im2col(x, 3, 3, (1, 1), (1, 1))
+    assert cols.dtype == np.float64
+    np.testing.assert_array_equal(cols, cpu.im2col(x, 3, 3, (1, 1), (1, 1)))
+    dx = gpu.col2im(cols, x.shape, 3, 3, (1, 1), (1, 1))
+    np.testing.assert_array_equal(dx, cpu.col2im(cols, x.shape, 3, 3, (1, 1), (1, 1)))
+    w = random(4, 27, dtype=np.float64)
+    assert gpu.gemm(w, cols).dtype == np.float64
+
+
+def test_other_dtypes_are_refused_by_name(gemm_kind):
+    with pytest.raises(TypeError, match="float16"):
+        gpu.im2col(random(1, 1, 3, 3).astype(np.float16), 3, 3, (1, 1), (0, 0))
+    with pytest.raises(TypeError, match="int32"):
+        gpu.gemm(np.ones((2, 2), np.int32), np.ones((2, 2), np.int32))
+    with pytest.raises(TypeError, match="float32.*float64"):
+        gpu.gemm(random(2, 2), random(2, 2, dtype=np.float64))
+    with pytest.raises(ValueError, match="3x4"):
+        gpu.gemm(random(3, 4), random(5, 2))
+    with pytest.raises(ValueError, match="kind"):
+        gpu.set_gemm("cutlass")
+
+
+# -- the emulator catches broken kernels -------------------------------------------------------
+
+def broken_gemm(monkeypatch, code, replacement):
+    """Make gpu.gemm run the shipped tiled kernel with one piece of code replaced."""
+    source = launch.kernel_source("gemm.cu")
+    assert source.count(code) == 1, "gemm.cu changed: update this test"
+    broken = source.replace(code, replacement)
+    monkeypatch.setattr(launch, "kernel_source", lambda file_name: broken)
+
+
+@pytest.mark.parametrize("barrier", ["the tiles are complete", "everyone has finished reading"])
+def test_tiled_gemm_without_a_barrier_fails(monkeypatch, gemm_kind, barrier):
+    broken_gemm(monkeypatch, f"__syncthreads();  // {barrier}", f"// (removed) {barrier}")
+    gpu.set_gemm("tiled")
+    a, b = gemm_operands(70, 40, 50, False, False)  # 3 steps along K: the 2nd barrier matters
+    with pytest.raises(emulator.EmulatorError, match="__shared__ memory"):
+        gpu.gemm(a, b)
+    with emulator.race_detection(False):  # run it to the end: the numbers are wrong
+        c = gpu.gemm(a, b)
+    assert not np.allclose(c, a @ b, rtol=1e-3, atol=1e-3)
+
+
+def test_tiled_gemm_without_bounds_check_fails(monkeypatch, gemm_kind):
+    broken_gemm(monkeypatch, "m0 + m < M && ", "")
+    gpu.set_gemm("tiled")
+    a, b = gemm_operands(65, 10, 17, False, False)  # the second row of tiles overhangs A
+    with pytest.raises(emulator.EmulatorError, match="out-of-bounds access: reads .* of A"):
+        gpu.gemm(a, b)
+
+
+def run_col2im_kernel(kernel_name, cols, x_shape, KH, KW, stride, padding):
+    module = emulator.RawModule((BROKEN / "col2im_scatter.cu").read_text())
+    N, C, H, W = x_shape
+    H_out = cpu.conv_output_size(H, KH, stride[0], padding[0])
+    W_out = cpu.conv_output_size(W, KW, stride[1], padding[1])
+    x = np.zeros(x_shape, np.float32)
+    args = (N, C, H, W, KH, KW, *stride, *padding, H_out, W_out)
+    module.get_function(kernel_name)((launch.ceil_div(N * H_out * W_out, 256),), (256,),
+                                     (cols, x, *map(np.int32, args)))
+    return x
+
+
+def test_scatter_col2im_race_is_caught():
+    x_shape, conv = (1, 2, 8, 8), (3, 3, (1, 1), (1, 1))  # windows overlap: 3x3, stride 1
+    cols = random(2 * 9, 64)
+    expected = cpu.col2im(cols, x_shape, *conv)
+    with pytest.raises(emulator.EmulatorError, match="data race on element .* of x"):
+        run_col2im_kernel("col2im_scatter", cols, x_shape, *conv)
+    with emulator.race_detection(False):  # threads interleave in x[p] += v: updates get lost
+        x = run_col2im_kernel("col2im_scatter", cols, x_shape, *conv)
+    assert not np.allclose(x, expected, atol=1e-3)
+    x = run_col2im_kernel("col2im_scatter_atomic", cols, x_shape, *conv)  # the atomicAdd fix
+    np.testing.assert_allclose(x, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel_name, message", [
+    ("exit_before_barrier", "waits at __syncthreads.. but 212 of the block's 256 threads"),
+    ("copy_unchecked", "out-of-bounds access: reads 4 bytes at element 300 of x, which has 300"),
+    ("all_write_one", "data race on element 0 of y"),
+])
+def test_emulator_reports_classic_bugs(kernel_name, message):
+    module = emulator.RawModule((BROKEN / "emulator_checks.cu").read_text())
+    x, y = np.ones(300, np.float32), np.zeros(300, np.float32)
+    with pytest.raises(emulator.EmulatorError, match=message):
+        module.get_function(kernel_name)((2,), (256,), (x, y, np.int32(300)))
+
+
+def test_emulator_checks_launch_arguments():
+    im2col = emulator.RawModule(launch.kernel_source("im2col.cu")).get_function("im2col")
+    x, cols = np.zeros((1, 1, 3, 3), np.float32), np.zeros((9, 1), np.float32)
+    ints = [np.int32(v) for v in (1, 1, 3, 3, 3, 3, 1, 1, 0, 0, 1, 1)]
+    im2col((1,), (32,), (x, cols, *ints))
+    with pytest.raises(TypeError, match=r"argument 2 \(int N\) must be numpy.int32, got int"):
+        im2col((1,), (32,), (x, cols, 1, *ints[1:]))
+    with pytest.raises(TypeError, match="non-contiguous"):
+        im2col((1,), (32,), (x, np.zeros((9, 2), np.float32)[:, :1], *ints))
+    with pytest.raises(TypeError, match="takes 14 arguments"):
+        im2col((1,), (32,), (x, cols))
+    with pytest.raises(ValueError, match="more than 1024 threads"):
+        im2col((1,), (64, 32), (x, cols, *ints))
+    with pytest.raises(NotImplementedError, match="dynamic shared memory"):
+        im2col((1,), (32,), (x, cols, *ints), shared_mem=1024)
+
+
+# -- the real compiler -------------------------------------------------------------------------
+
+ARCHS = ("75", "80", "90")  # Turing, Ampere, Hopper
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (CUDA toolkit) not installed")
+def test_nvcc_compiles_every_kernel_without_warnings_or_spills(tmp_path):
+    """Every .cu builds for sm_75, sm_80 and sm_90 with warnings as errors; ptxas reports no
+    register spills (device-code only, --fatbin: no host compiler run; files in parallel)."""
+    gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in ARCHS]
+    sources = sorted(KERNELS.glob("*.cu"))
+    assert {s.name for s in sources} >= set(launch.KERNEL_FILES.values())
+    jobs = [subprocess.Popen(["nvcc", "-std=c++17", "--fatbin", "--Werror", "all-warnings",
+                              "-Xptxas", "-v,-warn-spills", *gencode, str(source),
+                              "-o", str(tmp_path / f"{source.stem}.fatbin")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for source in sources]
+    reports = {}
+    for source, job in zip(sources, jobs):
+        output = job.communicate(timeout=300)[0]
+        assert job.returncode == 0, f"nvcc failed on {source.name}:\n{output}"
+        for kernel, arch, properties in re.findall(
+                r"Compiling entry function '(\w+)' for 'sm_(\d+)'\n.*?\n(.*?spill loads)", output):
+            reports[kernel, arch] = properties
+    for kernel in launch.KERNEL_FILES:
+        for arch in ARCHS:
+            assert "0 bytes spill stores, 0 bytes spill loads" in reports[kernel, arch], (
+                kernel, arch, reports[kernel, arch])
