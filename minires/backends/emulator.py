@@ -102,16 +102,19 @@ class Function:
         check_args(self.name, self.params, args)
         launch = _Launch(grid=grid, block=block, detect_races=_detect_races)
         values = []  # the argument values; args_pointer points at each (cuLaunchKernel's way)
+        device_copies = []  # (host array, its copy in "device memory")
         for (_, name), arg in zip(self.params, args):
             if isinstance(arg, np.ndarray):
                 if launch.num_arrays == MAX_ARRAYS:
                     raise ValueError(f"{self.name}: more than {MAX_ARRAYS} array arguments")
+                device = _device_copy(arg)
+                device_copies.append((arg, device))
                 i = launch.num_arrays
-                launch.array_begin[i] = arg.ctypes.data
-                launch.array_bytes[i] = arg.nbytes
+                launch.array_begin[i] = device.ctypes.data
+                launch.array_bytes[i] = device.nbytes
                 launch.array_name[i] = name.encode()
                 launch.num_arrays += 1
-                values.append(ctypes.c_void_p(arg.ctypes.data))
+                values.append(ctypes.c_void_p(device.ctypes.data))
             elif isinstance(arg, np.int32):
                 values.append(ctypes.c_int32(arg))
             else:
@@ -120,6 +123,22 @@ class Function:
         if self._launch(ctypes.byref(launch), args_pointer) != 0:
             raise EmulatorError(f"kernel {self.name}, grid {grid}, block {block}: "
                                 f"{launch.error.decode()}")
+        for host, device in device_copies:
+            if host.flags.writeable:
+                host.reshape(-1).view(np.uint8)[:] = device  # copy back what the kernel wrote
+
+
+def _device_copy(array):
+    """array's bytes in an allocation of their own, between two guard zones as large as the
+    array: like cudaMalloc'd buffers, no two arguments ever touch, so an access that runs off
+    an array lands in a guard and is reported as out of bounds, never as a hit on a neighbour
+    that NumPy's allocator happened to place next to it."""
+    nbytes = array.nbytes
+    guard = max(nbytes, 4096)
+    memory = np.zeros(guard + nbytes + guard, dtype=np.uint8)
+    device = memory[guard:guard + nbytes]
+    device[:] = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    return device
 
 
 def _dims(what, dims, limits):
