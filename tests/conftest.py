@@ -6,13 +6,19 @@ arrays standing in for device memory. "gpu" runs on a real GPU when CuPy sees on
 """
 
 import contextlib
+import os
 import shutil
 
-import numpy as np
-import pytest
+# Tests check results, not speed: one BLAS thread keeps their small GEMMs from spinning idle
+# threads, which costs several times the runtime on a busy 2-core machine. Set before NumPy
+# loads (subprocesses, such as the CLI tests, inherit it). Benchmarks do not go through here.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import minires
-from minires import backends
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import minires  # noqa: E402
+from minires import backends  # noqa: E402
 
 
 def _emulator_context():
