@@ -1,0 +1,291 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lesson 2: checking gradients
+#
+# Every `backward` in minires was written by hand, and a wrong one does not crash: the network
+# still trains, just worse, and nobody knows why. The defence is old and simple: compare the
+# analytic gradient with a **numerical** one, computed from the forward pass alone.
+#
+# Done carelessly, that comparison is useless in two ways: rounding errors swamp it, or it
+# passes a wrong backward. This lesson measures the first and demonstrates the second on a
+# batch-normalisation layer with a term missing from its backward.
+
+# %%
+# ruff: noqa: E402
+import argparse
+import sys
+from pathlib import Path
+
+import matplotlib
+
+if "ipykernel" not in sys.modules:  # a script: draw into files, never open a window
+    matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+import minires
+import minires.functional as F
+from minires import Function
+
+# No abbreviations: Jupyter may pass --f=kernel.json, which is not --full.
+parser = argparse.ArgumentParser(description="Lesson 2: checking gradients",
+                                 allow_abbrev=False)
+parser.add_argument("--out", help="folder for the figures (default: lessons/out)")
+parser.add_argument("--full", action="store_true", help="(nothing more to run in this lesson)")
+args, _ = parser.parse_known_args()  # known args only: Jupyter passes flags of its own
+HERE = Path(__file__).parent if "__file__" in globals() else Path.cwd()
+OUT = Path(args.out) if args.out else HERE / "out"
+OUT.mkdir(parents=True, exist_ok=True)
+
+
+def save(fig, name):
+    """Write the figure to OUT; show it too when running as a notebook."""
+    fig.savefig(OUT / name, dpi=100, bbox_inches="tight")
+    print(f"figure saved: {OUT / name}")
+    if "ipykernel" in sys.modules:
+        plt.show()
+    plt.close(fig)
+
+
+# %% [markdown]
+# ## 1. Which difference, which step, which precision
+#
+# The derivative of $f$ at $x$ can be estimated with a **forward difference**
+# $(f(x+h) - f(x))/h$, whose error shrinks like $h$, or a **central difference**
+# $(f(x+h) - f(x-h))/2h$, whose error shrinks like $h^2$ (the $h$ terms of the two Taylor
+# series cancel). But $h$ cannot shrink forever: $f(x+h) - f(x-h)$ subtracts two nearly equal
+# numbers, each rounded to the machine precision $\epsilon$, leaving an error of about
+# $\epsilon / h$. The total error is smallest in between. We measure it for $f = \exp$ at
+# 25 points $x$ between 0.1 and 2, where the exact derivative is $e^x$, and take the median
+# relative error at each $h$ (a single point can be lucky).
+
+# %%
+hs = np.logspace(-14, 0, 57)
+points = np.linspace(0.1, 2.0, 25)
+exact = np.exp(points)
+
+
+def forward_diff(h, dtype):
+    x, h = points.astype(dtype), dtype(h)
+    return ((np.exp(x + h) - np.exp(x)) / h).astype(np.float64)
+
+
+def central_diff(h, dtype):
+    x, h = points.astype(dtype), dtype(h)
+    return ((np.exp(x + h) - np.exp(x - h)) / (2 * h)).astype(np.float64)
+
+
+def median_error(diff, dtype):
+    return [np.median(np.abs(diff(h, dtype) - exact) / exact) for h in hs]
+
+
+errors = {
+    "forward, float64": median_error(forward_diff, np.float64),
+    "central, float64": median_error(central_diff, np.float64),
+    "central, float32": median_error(central_diff, np.float32),
+}
+best = {}
+for name, err in errors.items():
+    i = int(np.argmin(err))
+    best[name] = err[i]
+    print(f"{name}: smallest relative error {err[i]:.1e} at h = {hs[i]:.0e}")
+
+assert best["central, float64"] < best["forward, float64"] / 100
+assert best["central, float32"] > 1000 * best["central, float64"]
+assert best["central, float64"] < 1e-9
+
+fig, ax = plt.subplots(figsize=(6, 4))
+for name, err in errors.items():
+    ax.loglog(hs, np.maximum(err, 1e-17), label=name)
+ax.set_xlabel("step h")
+ax.set_ylabel("median relative error of d exp(x)/dx")
+ax.set_title("rounding (left) against truncation (right)")
+ax.legend()
+save(fig, "02_step_size.png")
+
+# %% [markdown]
+# Central differences in float64 reach about 1e-11 around $h = 10^{-6}$. In float32, which
+# networks train in, the best is about 1e-5, at a step a thousand times larger, and that is for a
+# one-line function: section 3 shows what is left of it for a whole layer. So gradients are
+# *checked* in float64 with central differences, even though they are *used* in float32;
+# `minires.gradcheck` refuses anything else.
+#
+# ## 2. Comparing two gradients: relative error
+#
+# Is an analytic value of 1.0002 against a numerical 1.0000 good? And 0.0002 against 0.0000?
+# Absolute differences depend on the scale of the gradient, so we compare
+# $|a - n| / \max(|a|, |n|)$, and allow a small absolute slack for elements that are both
+# nearly zero. `minires.gradcheck` passes an element when $|a - n| \le 10^{-5} + 10^{-3}|n|$.
+#
+# ## 3. A numerical gradient for an array function
+#
+# For a function $y = f(x)$ with array output we need a scalar to differentiate. Take
+# $L = \sum g \cdot f(x)$ for some fixed array $g$ (the "upstream gradient", the role
+# $\partial \text{loss} / \partial y$ plays in a network). Then `backward(g)` gives the analytic
+# $\partial L / \partial x$, and nudging one element of $x$ at a time gives the numerical one.
+
+# %%
+def numerical_gradient(fn, x, upstream, h=1e-6):
+    """d sum(upstream * fn(x)) / dx by central differences, one element at a time."""
+    grad = np.zeros_like(x.data)
+    with minires.no_grad():
+        for i in np.ndindex(x.shape):
+            original = x.data[i]
+            x.data[i] = original + h
+            plus = (fn(x).data * upstream).sum()
+            x.data[i] = original - h
+            minus = (fn(x).data * upstream).sum()
+            x.data[i] = original
+            grad[i] = (plus - minus) / (2 * h)
+    return grad
+
+
+rng = np.random.default_rng(0)
+x = minires.tensor(rng.standard_normal((4, 5)), requires_grad=True)  # float64: from NumPy
+upstream = rng.standard_normal((4, 5))
+F.log_softmax(x).backward(upstream)
+numeric = numerical_gradient(F.log_softmax, x, upstream)
+relative = np.abs(x.grad - numeric) / np.maximum(np.abs(x.grad), np.abs(numeric))
+print(f"log_softmax, float64, h = 1e-6: largest relative error {relative.max():.1e}")
+assert relative.max() < 1e-7
+
+# The same check in float32, with the step that suits float32 best:
+x32 = minires.tensor(x.data.astype(np.float32), requires_grad=True)
+F.log_softmax(x32).backward(upstream.astype(np.float32))
+numeric32 = numerical_gradient(F.log_softmax, x32, upstream.astype(np.float32), h=1e-3)
+relative32 = np.abs(x32.grad - numeric32) / np.maximum(np.abs(x32.grad), np.abs(numeric32))
+print(f"log_softmax, float32, h = 1e-3: largest relative error {relative32.max():.1e}")
+assert relative32.max() > 1000 * relative.max()
+
+# %% [markdown]
+# In float32 the *correct* backward is off by a few tenths of a percent somewhere: a check loose
+# enough to pass it would also pass a backward that is wrong by as much.
+
+# %% [markdown]
+# `minires.gradcheck` is this loop with the bookkeeping done: it draws the random upstream,
+# checks every input that requires grad, and reports the worst element when one disagrees.
+# Every op of the engine passes it (`tests/test_gradcheck.py`).
+
+# %%
+w = minires.tensor(rng.standard_normal((3, 5)), requires_grad=True)
+b = minires.tensor(rng.standard_normal(3), requires_grad=True)
+print("linear:", minires.gradcheck(F.linear, [x, w, b]))
+assert minires.gradcheck(F.linear, [x, w, b])
+try:
+    minires.gradcheck(F.linear, [minires.tensor(x.data.astype(np.float32), requires_grad=True),
+                                 w, b])
+    raise AssertionError("gradcheck accepted float32")
+except TypeError as e:
+    print("float32 refused:", e)
+
+
+# %% [markdown]
+# ## 4. A wrong backward that passes the obvious check
+#
+# Batch normalisation (lesson 5 derives it properly) normalises each channel with the batch's
+# own mean and variance: $\hat x = (x - \mu)/\sigma$, $y = \gamma \hat x + \beta$. Because $\mu$
+# and $\sigma$ depend on every $x$ of the channel, the gradient has three terms:
+#
+# $$\frac{\partial L}{\partial x} = \frac{\gamma}{m\sigma}\Big(m\,g - \sum g
+#     - \hat x \sum g\,\hat x\Big), \qquad g = \frac{\partial L}{\partial y}.$$
+#
+# Here is a version whose backward forgets the last term (the path through the variance),
+# a classic slip when deriving it by hand.
+
+# %%
+class BrokenBatchNorm(Function):
+    """Training-mode batchnorm over axis 0 of (N, C), with the variance term missing in dx."""
+
+    def forward(self, x, gamma, beta):
+        self.mean = x.mean(axis=0)
+        self.std = np.sqrt(x.var(axis=0) + 1e-5)
+        self.x_hat = (x - self.mean) / self.std
+        self.gamma = gamma
+        return gamma * self.x_hat + beta
+
+    def backward(self, dy):
+        m = dy.shape[0]
+        dx = self.gamma / (m * self.std) * (m * dy - dy.sum(axis=0))  # no "- x_hat * sum(...)"
+        return dx, (dy * self.x_hat).sum(axis=0), dy.sum(axis=0)
+
+
+def broken_bn(x, gamma, beta):
+    return BrokenBatchNorm()(x, gamma, beta)
+
+
+def inputs():
+    rng = np.random.default_rng(1)
+    return [minires.tensor(rng.standard_normal((8, 3)) * 2 + 1, requires_grad=True),
+            minires.tensor(1 + 0.5 * rng.standard_normal(3), requires_grad=True),
+            minires.tensor(rng.standard_normal(3), requires_grad=True)]
+
+
+# %% [markdown]
+# **The obvious check** differentiates the plain sum of the outputs, $L = \sum y$, as one would
+# for a scalar function. (With a one-element output, gradcheck's random upstream is a single
+# number, so this is the plain sum up to a constant factor.)
+
+# %%
+plain = minires.gradcheck(lambda x, g, b: broken_bn(x, g, b).sum(), inputs(),
+                          raise_exception=False)
+print("plain-sum check of the broken backward:", "passed" if plain else "failed")
+assert plain
+
+# %% [markdown]
+# It passes. Why? Under $L = \sum y$, $g = 1$ everywhere, and $\sum g\,\hat x = \sum \hat x = 0$
+# because $\hat x$ has mean zero by construction: the missing term is multiplied by zero. Worse,
+# the whole true $\partial L/\partial x$ is zero (shifting or scaling a channel's inputs does not
+# change its normalised outputs), so the check compared zero with zero.
+
+# %%
+xs = inputs()
+broken_bn(*xs).sum().backward()
+print(f"plain sum: largest |dL/dx| = {np.abs(xs[0].grad).max():.1e}")
+assert np.abs(xs[0].grad).max() < 1e-12
+
+# %% [markdown]
+# **With a random upstream gradient** $g$, the sums no longer vanish and the missing term shows.
+# This is why `minires.gradcheck` always draws $g$ at random (and why its failure report names
+# the input, the worst element and both values):
+
+# %%
+random_upstream = minires.gradcheck(broken_bn, inputs(), raise_exception=False)
+print("random-upstream check of the broken backward:", "passed" if random_upstream else "failed")
+assert not random_upstream
+
+# %% [markdown]
+# The engine's own batchnorm (`minires/ops/norm.py`) has all three terms and passes both:
+
+# %%
+def real_bn(x, gamma, beta):
+    return F.batch_norm(x, None, None, gamma, beta, training=True)
+
+
+print("minires batch_norm, plain sum:", minires.gradcheck(lambda *t: real_bn(*t).sum(), inputs()))
+print("minires batch_norm, random upstream:", minires.gradcheck(real_bn, inputs()))
+assert minires.gradcheck(real_bn, inputs())
+
+# %% [markdown]
+# ## What to take away
+#
+# - Check gradients with **central differences in float64**, $h \approx 10^{-6}$, and compare
+#   with a **relative** error.
+# - Always use a **random upstream gradient**. Normalising ops (batchnorm, softmax) have
+#   gradients that vanish under a plain sum, so such a check can pass a wrong backward.
+# - A check whose numerical gradients are all zero checks nothing; `minires.gradcheck` says so.
+#
+# The exercises (`python -m minires.exercises list`) use exactly this check on the backward
+# passes you write: try `python -m minires.exercises check batchnorm` after lesson 5.

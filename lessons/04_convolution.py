@@ -1,0 +1,314 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lesson 4: convolution, from loops to im2col + GEMM
+#
+# A convolutional layer slides small filters over an image: the same few weights are applied
+# at every position, so a 3x3 filter looking for an edge finds it anywhere. ResNet-20 spends
+# nearly all of its computation in 19 such layers.
+#
+# We write the convolution three ways and check that they agree: as plain loops (the
+# definition), as **im2col + one matrix product** (how minires, Caffe, Chainer and early cuDNN
+# compute it), and through `minires.functional.conv2d`. Then the backward pass, where the
+# adjoint of im2col, **col2im**, appears. `minires/backends/cpu.py` is the reference code.
+
+# %%
+# ruff: noqa: E402
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+if "ipykernel" not in sys.modules:  # a script: draw into files, never open a window
+    matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+import minires
+import minires.functional as F
+from minires.backends.cpu import col2im, conv_output_size, gemm, im2col
+from minires.data import load_sample
+
+# No abbreviations: Jupyter may pass --f=kernel.json, which is not --full.
+parser = argparse.ArgumentParser(description="Lesson 4: convolution",
+                                 allow_abbrev=False)
+parser.add_argument("--out", help="folder for the figures (default: lessons/out)")
+parser.add_argument("--full", action="store_true", help="(nothing more to run in this lesson)")
+args, _ = parser.parse_known_args()  # known args only: Jupyter passes flags of its own
+HERE = Path(__file__).parent if "__file__" in globals() else Path.cwd()
+OUT = Path(args.out) if args.out else HERE / "out"
+OUT.mkdir(parents=True, exist_ok=True)
+
+
+def save(fig, name):
+    """Write the figure to OUT; show it too when running as a notebook."""
+    fig.savefig(OUT / name, dpi=100, bbox_inches="tight")
+    print(f"figure saved: {OUT / name}")
+    if "ipykernel" in sys.modules:
+        plt.show()
+    plt.close(fig)
+
+
+# %% [markdown]
+# ## 1. The definition, as loops
+#
+# Input $x$ of shape $(N, C_{in}, H, W)$, weights $w$ of shape $(C_{out}, C_{in}, K_H, K_W)$,
+# one bias per output channel. With stride $s$ and zero padding $p$:
+#
+# $$y[n, o, i, j] = b[o] + \sum_{c, k_h, k_w} w[o, c, k_h, k_w]\;
+#   x_{\text{pad}}[n, c, i s + k_h, j s + k_w]$$
+#
+# and the output is $H_{out} = \lfloor (H + 2p - K_H)/s \rfloor + 1$ pixels high (the same for
+# the width). Deep-learning libraries call this a convolution although, strictly, it is a
+# cross-correlation (the filter is not flipped); learned filters do not care.
+
+# %%
+def conv2d_loops(x, w, b, stride=1, padding=0):
+    """The definition, one output element at a time."""
+    N, C_in, H, W = x.shape
+    C_out, _, KH, KW = w.shape
+    H_out = conv_output_size(H, KH, stride, padding)
+    W_out = conv_output_size(W, KW, stride, padding)
+    x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    y = np.zeros((N, C_out, H_out, W_out), dtype=x.dtype)
+    for n in range(N):
+        for o in range(C_out):
+            for i in range(H_out):
+                for j in range(W_out):
+                    window = x_pad[n, :, i * stride:i * stride + KH, j * stride:j * stride + KW]
+                    y[n, o, i, j] = (window * w[o]).sum() + b[o]
+    return y
+
+
+rng = np.random.default_rng(0)
+x = rng.standard_normal((2, 3, 7, 7))
+w = rng.standard_normal((4, 3, 3, 3))
+b = rng.standard_normal(4)
+y_loops = conv2d_loops(x, w, b, stride=2, padding=1)
+print("x", x.shape, "* w", w.shape, "stride 2, padding 1 -> y", y_loops.shape)
+assert y_loops.shape == (2, 4, 4, 4)  # floor((7 + 2 - 3) / 2) + 1 = 4
+
+# %% [markdown]
+# ## 2. im2col: every window becomes a column
+#
+# The inner sum is a dot product between the filter and one window of the input. If we copy
+# every window into a column of a matrix, **all** the dot products become one matrix product.
+# That copy is `im2col`: a matrix with one row per (channel, kernel row, kernel column) and one
+# column per (image, output row, output column). Here it is for one 4x4 channel holding the
+# numbers 0..15, a 3x3 kernel, stride 1, no padding: four windows, so four columns.
+
+# %%
+tiny = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4)
+print(tiny[0, 0])
+cols = im2col(tiny, 3, 3, (1, 1), (0, 0))  # (1*3*3, 1*2*2)
+print("im2col ->", cols.shape)
+print(cols.astype(int))
+assert cols.shape == (9, 4)
+assert list(cols[:, 0]) == [0, 1, 2, 4, 5, 6, 8, 9, 10]  # the top-left window, row by row
+
+# %% [markdown]
+# Each pixel appears in up to $K_H K_W$ columns, so the matrix is up to 9 times larger than the
+# input: im2col trades memory for speed. With the weights flattened to
+# $w_2$ of shape $(C_{out}, C_{in} K_H K_W)$, the whole convolution is
+#
+# $$y_2 = w_2 \, \text{cols}, \qquad (C_{out}, C_{in} K_H K_W) \times
+#   (C_{in} K_H K_W, N H_{out} W_{out}) \to (C_{out}, N H_{out} W_{out})$$
+#
+# followed by a reshape and a transpose back to $(N, C_{out}, H_{out}, W_{out})$. A matrix
+# product is called a GEMM (GEneral Matrix Multiply) in BLAS, which every platform has tuned to
+# the hilt; that is the whole trick.
+
+# %%
+def conv2d_im2col(x, w, b, stride=1, padding=0):
+    N = x.shape[0]
+    C_out, _, KH, KW = w.shape
+    H_out = conv_output_size(x.shape[2], KH, stride, padding)
+    W_out = conv_output_size(x.shape[3], KW, stride, padding)
+    cols = im2col(x, KH, KW, (stride, stride), (padding, padding))  # (C_in*KH*KW, N*H_out*W_out)
+    y2 = gemm(w.reshape(C_out, -1), cols) + b[:, None]  # (C_out, N*H_out*W_out)
+    return y2.reshape(C_out, N, H_out, W_out).transpose(1, 0, 2, 3)  # (N, C_out, H_out, W_out)
+
+
+y_gemm = conv2d_im2col(x, w, b, stride=2, padding=1)
+y_minires = F.conv2d(minires.tensor(x), minires.tensor(w), minires.tensor(b), stride=2,
+                     padding=1).numpy()
+print("loops vs im2col:  largest difference", np.abs(y_loops - y_gemm).max())
+print("loops vs minires: largest difference", np.abs(y_loops - y_minires).max())
+assert np.allclose(y_loops, y_gemm) and np.allclose(y_loops, y_minires)
+
+# %% [markdown]
+# ## 3. How much work: shapes and FLOPs
+#
+# One output element costs $C_{in} K_H K_W$ multiply-adds, so a layer costs
+# $N C_{out} H_{out} W_{out} \cdot C_{in} K_H K_W$ of them, exactly the size of the GEMM.
+# Here are the convolutions of ResNet-20 for one image (lesson 7 builds the network): three
+# stages of 6 convolutions at 32x32, 16x16 and 8x8 with 16, 32 and 64 channels.
+
+# %%
+layers = [("conv1", 3, 16, 32, 1)]  # (name, C_in, C_out, H_out, count)
+layers += [("stage 1", 16, 16, 32, 6)]
+layers += [("stage 2, first", 16, 32, 16, 1), ("stage 2", 32, 32, 16, 5)]
+layers += [("stage 3, first", 32, 64, 8, 1), ("stage 3", 64, 64, 8, 5)]
+total = 0
+print(f"{'layer':<16}{'GEMM (M x K) @ (K x P)':<30}{'MACs each':>12}{'count':>7}")
+for name, C_in, C_out, H_out, count in layers:
+    K, P = C_in * 9, H_out * H_out
+    macs = C_out * K * P
+    total += macs * count
+    print(f"{name:<16}{f'({C_out} x {K}) @ ({K} x {P})':<30}{macs:>12,}{count:>7}")
+print(f"total: {total / 1e6:.1f} million multiply-adds per image (the paper: 41 million FLOPs)")
+assert 40e6 < total < 42e6
+
+# %% [markdown]
+# Every 3x3 layer inside a stage costs the same 2.4 million: halving the resolution while
+# doubling the channels keeps the work per layer constant, a design rule of VGG kept by ResNet.
+# The im2col matrix of one stage-1 layer for a batch of 128 holds 144 x 131,072 floats, 75 MB:
+# memory, not arithmetic, is often what limits the batch size of this method.
+#
+# Speed: the loops call Python once per output element; im2col does $K_H K_W$ array copies and
+# one BLAS call.
+
+# %%
+x_big = rng.standard_normal((8, 16, 16, 16)).astype(np.float32)
+w_big = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+b_big = np.zeros(16, np.float32)
+start = time.perf_counter()
+y1 = conv2d_loops(x_big, w_big, b_big, padding=1)
+t_loops = time.perf_counter() - start
+start = time.perf_counter()
+for _ in range(10):
+    y2 = conv2d_im2col(x_big, w_big, b_big, padding=1)
+t_gemm = (time.perf_counter() - start) / 10
+print(f"x {x_big.shape}, w {w_big.shape}: loops {t_loops * 1e3:.0f} ms, "
+      f"im2col + GEMM {t_gemm * 1e3:.2f} ms ({t_loops / t_gemm:.0f}x faster)")
+assert np.allclose(y1, y2, atol=1e-4)
+assert t_gemm * 10 < t_loops
+
+# %% [markdown]
+# ## 4. Backward, through col2im
+#
+# The forward pass is a matrix product, so its gradients are matrix products too. With
+# $dy_2$ the upstream gradient in the layout of $y_2$:
+#
+# $$dw_2 = dy_2\,\text{cols}^T, \qquad d\text{cols} = w_2^T\, dy_2, \qquad
+#   db = \textstyle\sum_{n,i,j} dy$$
+#
+# $d\text{cols}$ holds one gradient per *copy* of each pixel. A pixel copied into nine columns
+# influenced the loss through all nine, so its gradient is the **sum** of its nine entries:
+# that is `col2im`, which adds every entry back onto the pixel it came from. It is the
+# *adjoint* (transpose) of im2col as a linear map: $\langle \text{im2col}(x), c\rangle =
+# \langle x, \text{col2im}(c)\rangle$ for all $x$ and $c$.
+
+# %%
+x_s, c_s = rng.standard_normal((2, 3, 7, 7)), rng.standard_normal((27, 2 * 4 * 4))
+left = (im2col(x_s, 3, 3, (2, 2), (1, 1)) * c_s).sum()
+right = (x_s * col2im(c_s, x_s.shape, 3, 3, (2, 2), (1, 1))).sum()
+print(f"<im2col(x), c> = {left:.10f}\n<x, col2im(c)> = {right:.10f}")
+assert np.isclose(left, right)
+
+# %% [markdown]
+# Three backward passes that must agree: by loops, straight from the definition (each output
+# element passes $dy[n,o,i,j]$ times its weights back to its window of $x$, and times its window
+# of $x$ to the weights); by the two GEMMs and col2im above; and through minires's `conv2d`
+# (`Convolution2D` in `minires/ops/conv.py`). On a GPU minires computes exactly the column
+# version; on a CPU it may call a compiled kernel (`backends/cpu_fast.py`) that forms the same
+# sums without building the column matrix. Agreement is what tells us all of them are right.
+
+# %%
+def conv2d_backward_loops(x, w, dy, stride=1, padding=0):
+    N, C_in, H, W = x.shape
+    C_out, _, KH, KW = w.shape
+    x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    dx_pad, dw = np.zeros_like(x_pad), np.zeros_like(w)
+    for n in range(N):
+        for o in range(C_out):
+            for i in range(dy.shape[2]):
+                for j in range(dy.shape[3]):
+                    rows = slice(i * stride, i * stride + KH)
+                    columns = slice(j * stride, j * stride + KW)
+                    dx_pad[n, :, rows, columns] += dy[n, o, i, j] * w[o]
+                    dw[o] += dy[n, o, i, j] * x_pad[n, :, rows, columns]
+    dx = dx_pad[:, :, padding:padding + H, padding:padding + W]
+    return dx, dw, dy.sum(axis=(0, 2, 3))
+
+
+def conv2d_backward_im2col(x, w, dy, stride=1, padding=0):
+    C_out, _, KH, KW = w.shape
+    s, p = (stride, stride), (padding, padding)
+    cols = im2col(x, KH, KW, s, p)  # (C_in*KH*KW, N*H_out*W_out), as saved by forward
+    dy2 = dy.transpose(1, 0, 2, 3).reshape(C_out, -1)  # (C_out, N*H_out*W_out), like y2
+    dw = gemm(dy2, cols, trans_b=True).reshape(w.shape)  # dw2 = dy2 @ cols^T
+    dcols = gemm(w.reshape(C_out, -1), dy2, trans_a=True)  # w2^T @ dy2, like cols
+    return col2im(dcols, x.shape, KH, KW, s, p), dw, dy2.sum(axis=1)
+
+
+dy = rng.standard_normal(y_loops.shape)
+dx_loops, dw_loops, db_loops = conv2d_backward_loops(x, w, dy, stride=2, padding=1)
+dx_cols, dw_cols, db_cols = conv2d_backward_im2col(x, w, dy, stride=2, padding=1)
+
+xt, wt, bt = (minires.tensor(a, requires_grad=True) for a in (x, w, b))
+F.conv2d(xt, wt, bt, stride=2, padding=1).backward(dy)
+for name, ref, cols_version, mine in [("dx", dx_loops, dx_cols, xt.grad),
+                                      ("dw", dw_loops, dw_cols, wt.grad),
+                                      ("db", db_loops, db_cols, bt.grad)]:
+    print(f"{name}: largest difference from the loops: im2col "
+          f"{np.abs(cols_version - ref).max():.1e}, minires {np.abs(mine - ref).max():.1e}")
+    assert np.allclose(cols_version, ref) and np.allclose(mine, ref)
+assert minires.gradcheck(lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1), [xt, wt, bt])
+print("gradcheck of conv2d (stride 2, padding 1): passed")
+
+# %% [markdown]
+# Now write it yourself: `lessons/exercises/conv2d.py` has this forward and an empty backward;
+# `python -m minires.exercises check conv2d` grades it.
+#
+# ## 5. What filters do
+#
+# A hand-made filter shows what a learned one can find. The Sobel filters respond to
+# horizontal and vertical changes of brightness: edges. Applied to a grey-scale CIFAR-10 image
+# (one input channel, two output channels, padding 1 to keep the size):
+
+# %%
+x_train, y_train, _, _ = load_sample()
+image = x_train[7].astype(np.float32).mean(axis=0) / 255  # (32, 32) grey
+sobel = np.array([[[[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]],
+                  [[[-1, -2, -1], [0, 0, 0], [1, 2, 1]]]], dtype=np.float32)  # (2, 1, 3, 3)
+edges = F.conv2d(minires.tensor(image[None, None]), minires.tensor(sobel), padding=1).numpy()
+print("image", image[None, None].shape, "-> edges", edges.shape)
+assert edges.shape == (1, 2, 32, 32)
+# On a constant patch every Sobel response is zero: the filter's weights sum to zero.
+flat = F.conv2d(minires.tensor(np.ones((1, 1, 5, 5), np.float32)), minires.tensor(sobel))
+assert np.allclose(flat.numpy(), 0)
+
+fig, axes = plt.subplots(1, 3, figsize=(9, 3))
+axes[0].imshow(image, cmap="gray")
+axes[0].set_title("image")
+axes[1].imshow(edges[0, 0], cmap="RdBu")
+axes[1].set_title("vertical edges (d/dx)")
+axes[2].imshow(edges[0, 1], cmap="RdBu")
+axes[2].set_title("horizontal edges (d/dy)")
+for ax in axes:
+    ax.axis("off")
+save(fig, "04_sobel.png")
+
+# %% [markdown]
+# ## What we have
+#
+# - A convolution is a dot product of a filter with every window of the input.
+# - im2col turns all the windows into one matrix, so the layer is one GEMM; it costs memory.
+# - The backward pass is two more GEMMs, and col2im, the adjoint of im2col, sums the gradient of
+#   every copy of a pixel back onto it.
+# - Lesson 10 reads the CUDA versions of im2col, col2im and the GEMM beside this NumPy code.

@@ -1,0 +1,58 @@
+"""Every lesson runs top to bottom in quick mode, as a learner would run it, and exits 0.
+
+A lesson asserts what it prints, so this is a test of the lesson's claims as well as of the code
+it uses. Each runs in its own process (`python lessons/NN_topic.py --out TMP`), writing its
+figures to a temporary folder. Lessons 8-10 are the slow ones: their test ids end in "-slow",
+so `pytest -k "not slow"` leaves them out.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+LESSONS = Path(__file__).resolve().parent.parent / "lessons"
+FILES = sorted(LESSONS.glob("[0-9][0-9]_*.py"))
+SLOW = {"08", "09", "10"}
+
+
+def lesson_id(path):
+    return path.stem + ("-slow" if path.stem[:2] in SLOW else "")
+
+
+def test_lessons_are_numbered_one_to_ten():
+    assert [int(p.name[:2]) for p in FILES] == list(range(1, 11))
+
+
+@pytest.mark.parametrize("path", FILES, ids=lesson_id)
+def test_lesson_runs_in_quick_mode(path, tmp_path):
+    env = dict(os.environ, MPLBACKEND="Agg")
+    # One thread each for BLAS and numba, unless asked otherwise: on a busy 2-core machine idle
+    # worker threads spin and make a lesson several times slower (conftest.py sets the first).
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    env.setdefault("NUMBA_NUM_THREADS", "1")
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, str(path), "--out", str(tmp_path)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    seconds = time.perf_counter() - start
+    output = f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, f"{path.name} failed after {seconds:.0f} s:\n{output}"
+    print(f"{path.name}: {seconds:.1f} s")
+    # Each figure a lesson announces was written.
+    for figure in re.findall(r"figure saved: (\S+\.png)", result.stdout):
+        assert Path(figure).is_file() and Path(figure).parent == tmp_path
+
+
+@pytest.mark.parametrize("path", FILES, ids=lesson_id)
+def test_lesson_is_a_jupytext_percent_notebook(path):
+    text = path.read_text()
+    assert "format_name: percent" in text.split("# %%", 1)[0], "jupytext header missing"
+    cells = re.split(r"^# %%.*$", text, flags=re.MULTILINE)[1:]
+    markdown = re.findall(r"^# %% \[markdown\]$", text, flags=re.MULTILINE)
+    assert len(markdown) >= 3 and len(cells) - len(markdown) >= 3
+    assert "sys.path" not in text  # lessons import the installed package
+    assert "parse_known_args" in text  # so that the flags parser also works inside Jupyter
