@@ -9,9 +9,10 @@ import contextlib
 import os
 import shutil
 
-# Tests check results, not speed: one BLAS (and numba) thread keeps their small GEMMs from spinning idle
-# threads, which costs several times the runtime on a busy 2-core machine. Set before NumPy
-# loads (subprocesses, such as the CLI tests, inherit it). Benchmarks do not go through here.
+# Tests check results, not speed: one BLAS (and numba) thread keeps their small GEMMs from
+# spinning idle threads, which costs several times the runtime on a busy 2-core machine. Set
+# before NumPy loads (subprocesses, such as the CLI tests, inherit it). Benchmarks do not go
+# through here.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
