@@ -212,14 +212,19 @@ if args.full:
 # ## 6. Reading the curves
 #
 # Training error (thin) and test error (bold) against iterations, with the learning rate.
+# The run logs every iteration in `run.steps` (and `steps.csv`): one batch's error is noisy,
+# so the thin curve is a moving average, as the paper's curves are.
 
 # %%
-iters = [h["iteration"] for h in run.history]
+print(f"{len(run.steps)} iterations logged; the last: {run.steps[-1]}")
+assert len(run.steps) == run.total_iters
+window = max(1, len(run.train_loader) // 4)
 fig, ax = plt.subplots(figsize=(7, 4))
-ax.plot(iters, [100 * h["train_error"] for h in run.history], "--", lw=1, marker=".",
-        label="training error (augmented batches, training mode)")
-ax.plot(iters, [100 * h["test_error"] for h in run.history], "-", lw=2, marker="o",
-        label="test error (evaluation mode)")
+ax.plot([s["iteration"] for s in run.steps], 100 * train.smooth([s["error"] for s in run.steps],
+                                                                  window),
+        "-", lw=1, label=f"training error (mean of {window} batches, augmented)")
+ax.plot([h["iteration"] for h in run.history], [100 * h["test_error"] for h in run.history],
+        "-", lw=2, marker="o", label="test error (evaluation mode)")
 ax.set_xlabel("iteration")
 ax.set_ylabel("error (%)")
 ax2 = ax.twinx()

@@ -15,6 +15,8 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 from . import data, models, nn, optim
 from .backends import to_device
 from .function import no_grad
@@ -157,7 +159,9 @@ class Run:
         depth = parse_model_name(config.model)[0]
         warmup = config.warmup if config.warmup is not None else depth >= 110
         self.schedule = make_schedule(config.schedule, config.lr, self.total_iters, warmup)
-        self.iteration, self.epoch, self.history = 0, 0, []
+        self.iteration, self.epoch = 0, 0
+        self.history = []  # one row per epoch: training and test loss and error
+        self.steps = []  # one row per iteration: iteration, lr, batch loss, batch error
         self.checkpoint_path = os.path.join(config.out, "checkpoint.pkl")
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -166,7 +170,8 @@ class Run:
             "config": asdict(self.config), "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
             "loader": self.train_loader.state_dict(), "iteration": self.iteration,
-            "epoch": self.epoch, "history": self.history, "mean": self.mean, "std": self.std,
+            "epoch": self.epoch, "history": self.history, "steps": self.steps,
+            "mean": self.mean, "std": self.std,
         })
 
     def resume(self, path=None):
@@ -178,7 +183,7 @@ class Run:
         self.schedule.load_state_dict(state["schedule"])
         self.train_loader.load_state_dict(state["loader"])
         self.iteration, self.epoch = state["iteration"], state["epoch"]
-        self.history = state["history"]
+        self.history, self.steps = state["history"], state["steps"]
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self, progress=True, on_epoch_end=None):
@@ -211,8 +216,10 @@ class Run:
                 self.optimizer.zero_grad()
                 loss.backward()
                 self.optimizer.step()
-                seen += len(y)
-                wrong += int((logits.data.argmax(axis=1) != y).sum())
+                batch_wrong = int((logits.data.argmax(axis=1) != y).sum())
+                self.steps.append({"iteration": self.iteration + 1, "lr": lr, "loss": loss_value,
+                                   "error": batch_wrong / len(y)})
+                seen, wrong = seen + len(y), wrong + batch_wrong
                 loss_sum += loss_value * len(y)
                 self.iteration += 1
                 bar.update(1)
@@ -237,10 +244,11 @@ class Run:
         return self._finish()
 
     def _write_metrics(self):
-        with open(os.path.join(self.config.out, "metrics.csv"), "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(self.history[0]))
-            writer.writeheader()
-            writer.writerows(self.history)
+        for name, rows in [("metrics.csv", self.history), ("steps.csv", self.steps)]:
+            with open(os.path.join(self.config.out, name), "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
 
     def _finish(self):
         last = self.history[-1]
@@ -249,8 +257,8 @@ class Run:
             "test_accuracy": 1 - last["test_error"], "train_accuracy": 1 - last["train_error"],
             "evaluated_on": "validation (5k)" if self.config.val else "test",
             "images_per_s": last["images_per_s"],
-            "plot": plot_curves(self.history, os.path.join(self.config.out, "curves.png"),
-                                self.config.model),
+            "plot": plot_curves(self.history, self.steps,
+                                os.path.join(self.config.out, "curves.png"), self.config.model),
             "checkpoint": self.checkpoint_path, "config": asdict(self.config),
         }
         with open(os.path.join(self.config.out, "summary.json"), "w") as f:
@@ -268,17 +276,27 @@ def train(config, resume=False, progress=True, on_epoch_end=None):
     return run.fit(progress=progress, on_epoch_end=on_epoch_end)
 
 
-def plot_curves(history, path, title):
-    """Training (thin dashed) and test (bold) error against iterations, as in Fig. 6."""
+def smooth(values, window):
+    """Mean of each value with the up to window-1 values before it (a trailing moving average)."""
+    sums = np.cumsum(np.concatenate([[0.0], values]))
+    starts = np.maximum(np.arange(1, len(values) + 1) - window, 0)
+    return (sums[1:] - sums[starts]) / (np.arange(1, len(values) + 1) - starts)
+
+
+def plot_curves(history, steps, path, title):
+    """Training error (thin: per iteration, smoothed over ~an epoch's tenth) and test error
+    (bold: per epoch) against iterations, as in the paper's Fig. 6."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    iters = [h["iteration"] for h in history]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(iters, [100 * h["train_error"] for h in history], "--", lw=1, label="train error")
-    ax.plot(iters, [100 * h["test_error"] for h in history], "-", lw=2, label="test error")
+    window = max(1, history[0]["iteration"] // 10)
+    ax.plot([s["iteration"] for s in steps], 100 * smooth([s["error"] for s in steps], window),
+            "-", lw=1, label=f"train error (mean of {window} iterations)")
+    ax.plot([h["iteration"] for h in history], [100 * h["test_error"] for h in history], "-o",
+            lw=2, label="test error")
     ax.set(xlabel="iterations", ylabel="error (%)", title=title)
     ax.grid(alpha=0.3)
     ax.legend()

@@ -66,6 +66,9 @@ def test_outputs_of_a_run(tmp_path, tiny_data):
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,iteration,lr,train_loss,train_error,test_loss,test_error")
     assert len(rows) == 3
+    steps = (tmp_path / "steps.csv").read_text().splitlines()
+    assert steps[0] == "iteration,lr,loss,error" and len(steps) == 9
+    np.testing.assert_allclose(training.smooth([1.0, 3.0, 5.0, 7.0], 2), [1, 2, 4, 6])
     assert json.loads((tmp_path / "summary.json").read_text())["iterations"] == 8
     assert 0 <= summary["test_accuracy"] <= 1
 
