@@ -29,11 +29,9 @@
 
 # %%
 # ruff: noqa: E402
-import argparse
 import math
 import random
 import sys
-from pathlib import Path
 
 import matplotlib
 
@@ -43,26 +41,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import minires
-from minires import Function
+from minires import Function, lesson
 
-# No abbreviations: Jupyter may pass --f=kernel.json, which is not --full.
-parser = argparse.ArgumentParser(description="Lesson 1: autograd from scratch",
-                                 allow_abbrev=False)
-parser.add_argument("--out", help="folder for the figures (default: lessons/out)")
-parser.add_argument("--full", action="store_true", help="(nothing more to run in this lesson)")
-args, _ = parser.parse_known_args()  # known args only: Jupyter passes flags of its own
-HERE = Path(__file__).parent if "__file__" in globals() else Path.cwd()
-OUT = Path(args.out) if args.out else HERE / "out"
-OUT.mkdir(parents=True, exist_ok=True)
+parser = lesson.parser("Lesson 1: autograd from scratch",
+                       full_help="(nothing more to run in this lesson)")
+args, OUT = lesson.parse(parser)
 
-
-def save(fig, name):
-    """Write the figure to OUT; show it too when running as a notebook."""
-    fig.savefig(OUT / name, dpi=100, bbox_inches="tight")
-    print(f"figure saved: {OUT / name}")
-    if "ipykernel" in sys.modules:
-        plt.show()
-    plt.close(fig)
 
 
 # %% [markdown]
@@ -246,7 +230,7 @@ def draw_graph(root, labels, ax):
 fig, ax = plt.subplots(figsize=(11, 4))
 draw_graph(o, names, ax)
 ax.set_title("o = tanh(x1*w1 + x2*w2 + b): forward left to right, backward right to left")
-save(fig, "01_graph.png")
+lesson.save(fig, OUT / "01_graph.png")
 
 # %% [markdown]
 # ## 4. Why `+=`: a value used twice
@@ -310,7 +294,7 @@ ax.semilogy(losses)
 ax.set_xlabel("step")
 ax.set_ylabel("mean squared error")
 ax.set_title("a 2-4-1 tanh MLP of Values learns XOR")
-save(fig, "01_xor_loss.png")
+lesson.save(fig, OUT / "01_xor_loss.png")
 
 # %% [markdown]
 # ## 6. The same ideas in `minires.Tensor`

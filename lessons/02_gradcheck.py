@@ -25,9 +25,7 @@
 
 # %%
 # ruff: noqa: E402
-import argparse
 import sys
-from pathlib import Path
 
 import matplotlib
 
@@ -38,26 +36,12 @@ import numpy as np
 
 import minires
 import minires.functional as F
-from minires import Function
+from minires import Function, lesson
 
-# No abbreviations: Jupyter may pass --f=kernel.json, which is not --full.
-parser = argparse.ArgumentParser(description="Lesson 2: checking gradients",
-                                 allow_abbrev=False)
-parser.add_argument("--out", help="folder for the figures (default: lessons/out)")
-parser.add_argument("--full", action="store_true", help="(nothing more to run in this lesson)")
-args, _ = parser.parse_known_args()  # known args only: Jupyter passes flags of its own
-HERE = Path(__file__).parent if "__file__" in globals() else Path.cwd()
-OUT = Path(args.out) if args.out else HERE / "out"
-OUT.mkdir(parents=True, exist_ok=True)
+parser = lesson.parser("Lesson 2: checking gradients",
+                       full_help="(nothing more to run in this lesson)")
+args, OUT = lesson.parse(parser)
 
-
-def save(fig, name):
-    """Write the figure to OUT; show it too when running as a notebook."""
-    fig.savefig(OUT / name, dpi=100, bbox_inches="tight")
-    print(f"figure saved: {OUT / name}")
-    if "ipykernel" in sys.modules:
-        plt.show()
-    plt.close(fig)
 
 
 # %% [markdown]
@@ -114,7 +98,7 @@ ax.set_xlabel("step h")
 ax.set_ylabel("median relative error of d exp(x)/dx")
 ax.set_title("rounding (left) against truncation (right)")
 ax.legend()
-save(fig, "02_step_size.png")
+lesson.save(fig, OUT / "02_step_size.png")
 
 # %% [markdown]
 # Central differences in float64 reach about 1e-11 around $h = 10^{-6}$. In float32, which

@@ -27,10 +27,8 @@
 
 # %%
 # ruff: noqa: E402
-import argparse
 import sys
 import time
-from pathlib import Path
 
 import matplotlib
 
@@ -41,27 +39,14 @@ import numpy as np
 
 import minires
 import minires.functional as F
+from minires import lesson
 from minires.data import CLASSES, DataLoader, channel_stats, load_cifar10, load_sample
 
-# No abbreviations: Jupyter may pass --f=kernel.json, which is not --full.
-parser = argparse.ArgumentParser(description="Lesson 3: a linear softmax classifier",
-                                 allow_abbrev=False)
-parser.add_argument("--out", help="folder for the figures (default: lessons/out)")
-parser.add_argument("--full", action="store_true", help="train on the full CIFAR-10")
+parser = lesson.parser("Lesson 3: a linear softmax classifier",
+                       full_help="train on the full CIFAR-10")
 parser.add_argument("--data", help="cifar-10-python.tar.gz or its folder (with --full)")
-args, _ = parser.parse_known_args()  # known args only: Jupyter passes flags of its own
-HERE = Path(__file__).parent if "__file__" in globals() else Path.cwd()
-OUT = Path(args.out) if args.out else HERE / "out"
-OUT.mkdir(parents=True, exist_ok=True)
+args, OUT = lesson.parse(parser)
 
-
-def save(fig, name):
-    """Write the figure to OUT; show it too when running as a notebook."""
-    fig.savefig(OUT / name, dpi=100, bbox_inches="tight")
-    print(f"figure saved: {OUT / name}")
-    if "ipykernel" in sys.modules:
-        plt.show()
-    plt.close(fig)
 
 
 # %% [markdown]
@@ -87,7 +72,7 @@ for c in range(10):
         axes[row, c].imshow(x_train[i].transpose(1, 2, 0))  # (3, 32, 32) -> (32, 32, 3) to draw
         axes[row, c].axis("off")
     axes[0, c].set_title(CLASSES[c], fontsize=8)
-save(fig, "03_samples.png")
+lesson.save(fig, OUT / "03_samples.png")
 
 # %% [markdown]
 # Each channel is standardised with the **training** set's mean and standard deviation, so that
@@ -205,7 +190,7 @@ ax2.axhline(0.1, color="gray", ls=":", label="chance")
 ax2.set_xlabel("epoch")
 ax2.set_ylabel("accuracy")
 ax2.legend()
-save(fig, "03_training.png")
+lesson.save(fig, OUT / "03_training.png")
 
 # %% [markdown]
 # ## 4. What a linear classifier learns
@@ -225,7 +210,7 @@ for c, ax in enumerate(axes):
     ax.imshow((t - t.min()) / (t.max() - t.min()))
     ax.set_title(CLASSES[c], fontsize=8)
     ax.axis("off")
-save(fig, "03_templates.png")
+lesson.save(fig, OUT / "03_templates.png")
 blue_minus_red = templates[:, :, :, 2].mean(axis=(1, 2)) - templates[:, :, :, 0].mean(axis=(1, 2))
 print("mean (blue - red) weight per class:", dict(zip(CLASSES, blue_minus_red.round(4))))
 # Sky and water: blue pulls towards airplane and ship more than towards cat or dog.

@@ -26,10 +26,8 @@
 
 # %%
 # ruff: noqa: E402
-import argparse
 import sys
 import time
-from pathlib import Path
 
 import matplotlib
 
@@ -40,27 +38,14 @@ import numpy as np
 
 import minires
 import minires.functional as F
+from minires import lesson
 from minires.backends.cpu import col2im, conv_output_size, gemm, im2col
 from minires.data import load_sample
 
-# No abbreviations: Jupyter may pass --f=kernel.json, which is not --full.
-parser = argparse.ArgumentParser(description="Lesson 4: convolution",
-                                 allow_abbrev=False)
-parser.add_argument("--out", help="folder for the figures (default: lessons/out)")
-parser.add_argument("--full", action="store_true", help="(nothing more to run in this lesson)")
-args, _ = parser.parse_known_args()  # known args only: Jupyter passes flags of its own
-HERE = Path(__file__).parent if "__file__" in globals() else Path.cwd()
-OUT = Path(args.out) if args.out else HERE / "out"
-OUT.mkdir(parents=True, exist_ok=True)
+parser = lesson.parser("Lesson 4: convolution",
+                       full_help="(nothing more to run in this lesson)")
+args, OUT = lesson.parse(parser)
 
-
-def save(fig, name):
-    """Write the figure to OUT; show it too when running as a notebook."""
-    fig.savefig(OUT / name, dpi=100, bbox_inches="tight")
-    print(f"figure saved: {OUT / name}")
-    if "ipykernel" in sys.modules:
-        plt.show()
-    plt.close(fig)
 
 
 # %% [markdown]
@@ -302,7 +287,7 @@ axes[2].imshow(edges[0, 1], cmap="RdBu")
 axes[2].set_title("horizontal edges (d/dy)")
 for ax in axes:
     ax.axis("off")
-save(fig, "04_sobel.png")
+lesson.save(fig, OUT / "04_sobel.png")
 
 # %% [markdown]
 # ## What we have

@@ -26,9 +26,7 @@
 
 # %%
 # ruff: noqa: E402
-import argparse
 import sys
-from pathlib import Path
 
 import matplotlib
 
@@ -39,26 +37,12 @@ import numpy as np
 
 import minires
 import minires.functional as F
-from minires import Function
+from minires import Function, lesson
 
-# No abbreviations: Jupyter may pass --f=kernel.json, which is not --full.
-parser = argparse.ArgumentParser(description="Lesson 5: batch normalisation",
-                                 allow_abbrev=False)
-parser.add_argument("--out", help="folder for the figures (default: lessons/out)")
-parser.add_argument("--full", action="store_true", help="(nothing more to run in this lesson)")
-args, _ = parser.parse_known_args()  # known args only: Jupyter passes flags of its own
-HERE = Path(__file__).parent if "__file__" in globals() else Path.cwd()
-OUT = Path(args.out) if args.out else HERE / "out"
-OUT.mkdir(parents=True, exist_ok=True)
+parser = lesson.parser("Lesson 5: batch normalisation",
+                       full_help="(nothing more to run in this lesson)")
+args, OUT = lesson.parse(parser)
 
-
-def save(fig, name):
-    """Write the figure to OUT; show it too when running as a notebook."""
-    fig.savefig(OUT / name, dpi=100, bbox_inches="tight")
-    print(f"figure saved: {OUT / name}")
-    if "ipykernel" in sys.modules:
-        plt.show()
-    plt.close(fig)
 
 
 # %% [markdown]
@@ -95,7 +79,7 @@ for c in range(3):
 axes[0].set_title("before batchnorm")
 axes[1].set_title("after batchnorm (gamma = 1, beta = 0)")
 axes[0].legend()
-save(fig, "05_histograms.png")
+lesson.save(fig, OUT / "05_histograms.png")
 
 # %% [markdown]
 # With $\gamma_c = \sigma_c$ and $\beta_c = \mu_c$ the layer could undo itself, so normalising
@@ -136,7 +120,7 @@ axes[1].semilogy(np.array(trace_var))
 axes[1].set_title("running variance")
 for ax in axes:
     ax.set_xlabel("training step")
-save(fig, "05_running_stats.png")
+lesson.save(fig, OUT / "05_running_stats.png")
 
 # %% [markdown]
 # After $k$ steps the starting value still weighs $0.9^k$: about 0.3 after 10 steps, 0.005

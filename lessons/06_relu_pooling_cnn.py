@@ -28,10 +28,8 @@
 
 # %%
 # ruff: noqa: E402
-import argparse
 import sys
 import time
-from pathlib import Path
 
 import matplotlib
 
@@ -42,31 +40,17 @@ import numpy as np
 
 import minires
 import minires.functional as F
-from minires import nn, optim
+from minires import lesson, nn, optim
 from minires.backends import to_device
 from minires.data import DataLoader, channel_stats, load_cifar10, load_sample
 
-# No abbreviations: Jupyter may pass --f=kernel.json, which is not --full.
-parser = argparse.ArgumentParser(description="Lesson 6: ReLU, pooling and a plain CNN",
-                                 allow_abbrev=False)
-parser.add_argument("--out", help="folder for the figures (default: lessons/out)")
-parser.add_argument("--full", action="store_true", help="train on the full CIFAR-10")
+parser = lesson.parser("Lesson 6: ReLU, pooling and a plain CNN",
+                       full_help="train on the full CIFAR-10")
 parser.add_argument("--data", help="cifar-10-python.tar.gz or its folder (with --full)")
 parser.add_argument("--device", help="cpu or gpu (default: gpu with --full when available)")
-args, _ = parser.parse_known_args()  # known args only: Jupyter passes flags of its own
-HERE = Path(__file__).parent if "__file__" in globals() else Path.cwd()
-OUT = Path(args.out) if args.out else HERE / "out"
-OUT.mkdir(parents=True, exist_ok=True)
+args, OUT = lesson.parse(parser)
 DEVICE = args.device or ("gpu" if args.full and minires.gpu_available() else "cpu")
 
-
-def save(fig, name):
-    """Write the figure to OUT; show it too when running as a notebook."""
-    fig.savefig(OUT / name, dpi=100, bbox_inches="tight")
-    print(f"figure saved: {OUT / name}")
-    if "ipykernel" in sys.modules:
-        plt.show()
-    plt.close(fig)
 
 
 # %% [markdown]
@@ -141,7 +125,7 @@ ax.set_xlabel("layer")
 ax.set_ylabel("rms activation")
 ax.set_title("30 conv + ReLU layers, no batchnorm")
 ax.legend()
-save(fig, "06_init.png")
+lesson.save(fig, OUT / "06_init.png")
 
 # %% [markdown]
 # The same happens to gradients on the way back. Batchnorm (lesson 5) rescales every layer's
@@ -302,7 +286,7 @@ ax2.axhline(0.1, color="gray", ls=":", label="chance")
 ax2.set_xlabel("epoch")
 ax2.set_ylabel("accuracy")
 ax2.legend()
-save(fig, "06_training.png")
+lesson.save(fig, OUT / "06_training.png")
 
 # %% [markdown]
 # ### Why `model.eval()` matters

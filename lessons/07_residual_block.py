@@ -29,9 +29,7 @@
 
 # %%
 # ruff: noqa: E402
-import argparse
 import sys
-from pathlib import Path
 
 import matplotlib
 
@@ -42,27 +40,13 @@ import numpy as np
 
 import minires
 import minires.functional as F
-from minires import models, nn
+from minires import lesson, models, nn
 from minires.data import DataLoader, channel_stats, load_sample
 
-# No abbreviations: Jupyter may pass --f=kernel.json, which is not --full.
-parser = argparse.ArgumentParser(description="Lesson 7: the residual block",
-                                 allow_abbrev=False)
-parser.add_argument("--out", help="folder for the figures (default: lessons/out)")
-parser.add_argument("--full", action="store_true", help="average the gradients over 5 seeds")
-args, _ = parser.parse_known_args()  # known args only: Jupyter passes flags of its own
-HERE = Path(__file__).parent if "__file__" in globals() else Path.cwd()
-OUT = Path(args.out) if args.out else HERE / "out"
-OUT.mkdir(parents=True, exist_ok=True)
+parser = lesson.parser("Lesson 7: the residual block",
+                       full_help="average the gradients over 5 seeds")
+args, OUT = lesson.parse(parser)
 
-
-def save(fig, name):
-    """Write the figure to OUT; show it too when running as a notebook."""
-    fig.savefig(OUT / name, dpi=100, bbox_inches="tight")
-    print(f"figure saved: {OUT / name}")
-    if "ipykernel" in sys.modules:
-        plt.show()
-    plt.close(fig)
 
 
 # %% [markdown]
@@ -209,7 +193,7 @@ ax.set_xlabel("convolution layer (1 = next to the input)")
 ax.set_ylabel("||dL/dw|| at initialisation")
 ax.set_title("gradient norm per layer, one batch of 32 images")
 ax.legend()
-save(fig, "07_gradient_norms.png")
+lesson.save(fig, OUT / "07_gradient_norms.png")
 
 # %% [markdown]
 # The plain networks' gradients do not vanish: they *grow* towards the input, by a factor of

@@ -34,10 +34,8 @@
 
 # %%
 # ruff: noqa: E402
-import argparse
 import sys
 import time
-from pathlib import Path
 
 import matplotlib
 
@@ -48,35 +46,21 @@ import numpy as np
 
 import minires
 import minires.functional as F
-from minires import models, nn, optim
+from minires import lesson, models, nn, optim
 from minires.data import DataLoader, channel_stats, load_sample
 
-# No abbreviations: Jupyter may pass --f=kernel.json, which is not --full.
-parser = argparse.ArgumentParser(description="Lesson 8: the degradation problem",
-                                 allow_abbrev=False)
-parser.add_argument("--out", help="folder for the figures (default: lessons/out)")
-parser.add_argument("--full", action="store_true", help="the real networks on full CIFAR-10")
+parser = lesson.parser("Lesson 8: the degradation problem",
+                       full_help="the real networks on full CIFAR-10")
 parser.add_argument("--data", help="cifar-10-python.tar.gz or its folder (with --full)")
 parser.add_argument("--device", help="cpu or gpu (default: gpu with --full when available)")
 parser.add_argument("--iters", type=int, help="iterations per network (default: quick 100, "
                                               "full 64000)")
 parser.add_argument("--seed", type=int, default=0, help="initialisation and data order")
-args, _ = parser.parse_known_args()  # known args only: Jupyter passes flags of its own
-HERE = Path(__file__).parent if "__file__" in globals() else Path.cwd()
-OUT = Path(args.out) if args.out else HERE / "out"
-OUT.mkdir(parents=True, exist_ok=True)
+args, OUT = lesson.parse(parser)
 DEVICE = args.device or ("gpu" if args.full and minires.gpu_available() else "cpu")
 NETWORKS = [("plain20", 20, False), ("plain56", 56, False),
             ("resnet20", 20, True), ("resnet56", 56, True)]
 
-
-def save(fig, name):
-    """Write the figure to OUT; show it too when running as a notebook."""
-    fig.savefig(OUT / name, dpi=100, bbox_inches="tight")
-    print(f"figure saved: {OUT / name}")
-    if "ipykernel" in sys.modules:
-        plt.show()
-    plt.close(fig)
 
 
 # %% [markdown]
@@ -228,7 +212,7 @@ for ax, kind in zip(axes, ("plain", "resnet")):
     ax.grid(alpha=0.3)
     ax.legend()
 axes[0].set_ylabel("error (%)")
-save(fig, "08_degradation.png")
+lesson.save(fig, OUT / "08_degradation.png")
 
 # %% [markdown]
 # ## 4. What the curves say

@@ -28,7 +28,6 @@
 
 # %%
 # ruff: noqa: E402
-import argparse
 import sys
 from pathlib import Path
 
@@ -40,32 +39,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import minires
-from minires import models, optim, train
+from minires import lesson, models, optim, train
 from minires.data import augment, load_sample
 from minires.summary import summary
 
-# No abbreviations: Jupyter may pass --f=kernel.json, which is not --full.
-parser = argparse.ArgumentParser(description="Lesson 9: training ResNet-20",
-                                 allow_abbrev=False)
-parser.add_argument("--out", help="folder for the figures and the run (default: lessons/out)")
-parser.add_argument("--full", action="store_true", help="the whole recipe on full CIFAR-10")
+parser = lesson.parser("Lesson 9: training ResNet-20",
+                       full_help="the whole recipe on full CIFAR-10")
 parser.add_argument("--data", help="cifar-10-python.tar.gz or its folder (with --full)")
 parser.add_argument("--device", help="cpu or gpu (default: gpu with --full when available)")
 parser.add_argument("--iters", type=int, help="iterations (default: quick 40, full 64000)")
-args, _ = parser.parse_known_args()  # known args only: Jupyter passes flags of its own
-HERE = Path(__file__).parent if "__file__" in globals() else Path.cwd()
-OUT = Path(args.out) if args.out else HERE / "out"
-OUT.mkdir(parents=True, exist_ok=True)
+args, OUT = lesson.parse(parser)
 DEVICE = args.device or ("gpu" if args.full and minires.gpu_available() else "cpu")
 
-
-def save(fig, name):
-    """Write the figure to OUT; show it too when running as a notebook."""
-    fig.savefig(OUT / name, dpi=100, bbox_inches="tight")
-    print(f"figure saved: {OUT / name}")
-    if "ipykernel" in sys.modules:
-        plt.show()
-    plt.close(fig)
 
 
 # %% [markdown]
@@ -127,7 +112,7 @@ for row, image in enumerate(originals):
     for ax in axes[row]:
         ax.axis("off")
 axes[0, 3].set_title("five random augmentations", fontsize=9)
-save(fig, "09_augmentation.png")
+lesson.save(fig, OUT / "09_augmentation.png")
 shifted = augment(np.repeat(originals[:1], 200, axis=0), rng)
 print(f"distinct augmented versions among 200 draws of one image: "
       f"{len({a.tobytes() for a in shifted})} (of 9 x 9 shifts x 2 flips = 162 possible)")
@@ -158,7 +143,7 @@ ax.set_xlabel("iteration")
 ax.set_ylabel("learning rate")
 ax.set_ylim(1e-4, 0.2)
 ax.legend()
-save(fig, "09_schedule.png")
+lesson.save(fig, OUT / "09_schedule.png")
 
 # %% [markdown]
 # ## 5. A run
@@ -233,7 +218,7 @@ ax2.semilogy(np.arange(run.total_iters), [run.schedule.lr(i) for i in range(run.
 ax2.set_ylabel("learning rate", color="gray")
 ax.legend(loc="lower left")
 ax.set_title(f"{config.model}, {run.total_iters} iterations")
-save(fig, "09_curves.png")
+lesson.save(fig, OUT / "09_curves.png")
 
 # %% [markdown]
 # What to look for in a full run (`--full`, or the paper's Fig. 6):

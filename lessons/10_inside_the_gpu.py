@@ -29,7 +29,6 @@
 
 # %%
 # ruff: noqa: E402
-import argparse
 import contextlib
 import inspect
 import time
@@ -39,18 +38,12 @@ import numpy as np
 
 import minires
 import minires.functional as F
-from minires import backends, models, nn
+from minires import backends, lesson, models, nn
 from minires.backends import cpu, emulator, launch
 
-# No abbreviations: Jupyter may pass --f=kernel.json, which is not --full.
-parser = argparse.ArgumentParser(description="Lesson 10: inside the GPU",
-                                 allow_abbrev=False)
-parser.add_argument("--out", help="folder for outputs (default: lessons/out)")
-parser.add_argument("--full", action="store_true", help="a larger benchmark on a real GPU")
-args, _ = parser.parse_known_args()  # known args only: Jupyter passes flags of its own
-HERE = Path(__file__).parent if "__file__" in globals() else Path.cwd()
-OUT = Path(args.out) if args.out else HERE / "out"
-OUT.mkdir(parents=True, exist_ok=True)
+parser = lesson.parser("Lesson 10: inside the GPU",
+                       full_help="a larger benchmark on a real GPU")
+args, OUT = lesson.parse(parser)
 
 # %% [markdown]
 # ## 1. The seam: one op, two backends
@@ -237,7 +230,8 @@ except TypeError as e:
 # is kept in `tests/gpu_broken/col2im_scatter.cu`; the emulator's race detector flags it.
 
 # %%
-broken = HERE.parent / "tests" / "gpu_broken" / "col2im_scatter.cu"
+# In a checkout (an editable install) the tests folder sits beside the package.
+broken = Path(minires.__file__).resolve().parents[1] / "tests/gpu_broken/col2im_scatter.cu"
 if broken.is_file():
     module = emulator.RawModule(broken.read_text())
     x_shape, conv = (1, 2, 8, 8), (3, 3, 1, 1, 1, 1)  # 3x3 windows, stride 1: they overlap

@@ -55,4 +55,15 @@ def test_lesson_is_a_jupytext_percent_notebook(path):
     markdown = re.findall(r"^# %% \[markdown\]$", text, flags=re.MULTILINE)
     assert len(markdown) >= 3 and len(cells) - len(markdown) >= 3
     assert "sys.path" not in text  # lessons import the installed package
-    assert "parse_known_args" in text  # so that the flags parser also works inside Jupyter
+    assert "lesson.parse(parser)" in text  # known flags only, so it also works inside Jupyter
+
+
+def test_lesson_flags_ignore_what_jupyter_passes(monkeypatch, tmp_path):
+    """Jupyter runs a notebook with flags of its own, such as --f=kernel.json: not --full."""
+    from minires import lesson
+
+    monkeypatch.setattr(sys, "argv", ["lesson.py", "--f=/run/kernel.json", "--out",
+                                      str(tmp_path / "figures")])
+    args, out = lesson.parse(lesson.parser("Lesson 0", full_help="nothing"))
+    assert args.full is False
+    assert out == tmp_path / "figures" and out.is_dir()
