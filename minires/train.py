@@ -13,7 +13,7 @@ import pickle
 import re
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -42,7 +42,6 @@ class TrainConfig:
     val: bool = False           # train on 45k, evaluate on the held-out 5k (the paper's split)
     out: str = "runs/run"
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 class TrainingDiverged(RuntimeError):
