@@ -2,7 +2,7 @@
 
 For each distinct conv shape of ResNet-20 at batch 128, times forward and forward+backward
 (input and weight gradients) and prints milliseconds, GFLOP/s and minires/PyTorch speed ratios
-(>1 means minires is faster). PyTorch gets the same thread count as NumPy's BLAS.
+(>1 means minires is faster). PyTorch gets the same thread count as minires's numba kernels.
 
     python benchmarks/bench_conv.py [--batch 128] [--repeat 3] [--threads 2]
 """
@@ -75,6 +75,9 @@ def main():
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
+    import numba
+
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))  # minires's kernels
     try:
         import torch
 

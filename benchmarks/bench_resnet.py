@@ -3,11 +3,13 @@
 Times a full training step (forward, backward, SGD step) and an evaluation forward at batch 128
 on random data, each framework in its own subprocess with the same thread count, and prints
 images/s, the minires/PyTorch ratio (>1: minires is faster) and each process's peak RSS.
+--profile prints instead where minires's step spends its time, op by op (benchmarks/PROFILE.md).
 
-    python benchmarks/bench_resnet.py [--batch 128] [--steps 5] [--threads 2]
+    python benchmarks/bench_resnet.py [--batch 128] [--steps 5] [--threads 2] [--profile]
 """
 
 import argparse
+import collections
 import json
 import os
 import resource
@@ -107,6 +109,72 @@ def best_of(fn, steps):
     return min(times)
 
 
+def profile_minires(batch, steps):
+    """Time every op's forward and backward inside the best of `steps` steps, train and eval."""
+    import minires
+    from minires import function, models, optim
+    from minires.functional import cross_entropy
+
+    times = collections.defaultdict(float)
+    calls = collections.Counter()
+
+    def timed(method, key):
+        def wrapper(self, *args):
+            start = time.perf_counter()
+            result = method(self, *args)
+            times[key] += time.perf_counter() - start
+            calls[key] += 1
+            return result
+        return wrapper
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    for cls in set(subclasses(function.Function)):
+        for name in ("forward", "backward"):
+            if name in vars(cls):
+                setattr(cls, name, timed(vars(cls)[name], f"{cls.__name__}.{name}"))
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, 3, 32, 32), dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+    model = models.resnet20()
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+    def train_step():
+        loss = cross_entropy(model(minires.tensor(x)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def eval_step():
+        with minires.no_grad():
+            model(minires.tensor(x))
+
+    for mode, step in [("train", train_step), ("eval", eval_step)]:
+        model.train(mode == "train")
+        step()  # warm-up
+        best = None
+        for _ in range(steps):
+            times.clear()
+            calls.clear()
+            start = time.perf_counter()
+            step()
+            total = time.perf_counter() - start
+            if best is None or total < best[0]:
+                best = (total, dict(times), dict(calls))
+        total, op_times, op_calls = best
+        print(f"{mode} step: {total * 1e3:.0f} ms ({batch / total:.1f} images/s)")
+        for key, seconds in sorted(op_times.items(), key=lambda item: -item[1]):
+            print(f"  {key:34} {op_calls[key]:3d}x {seconds * 1e3:8.1f} ms "
+                  f"{100 * seconds / total:5.1f}%")
+        rest = total - sum(op_times.values())
+        print(f"  {'rest (graph walk, SGD, Python)':39} {rest * 1e3:8.1f} ms "
+              f"{100 * rest / total:5.1f}%")
+
+
 def worker(framework, batch, steps, threads):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, 3, 32, 32), dtype=np.float32)
@@ -127,13 +195,23 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--worker", choices=["minires", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--profile", action="store_true", help="minires's time per op instead")
+    parser.add_argument("--worker", choices=["minires", "torch", "profile"],
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker == "profile":
+        return profile_minires(args.batch, args.steps)
     if args.worker:
         return worker(args.worker, args.batch, args.steps, args.threads)
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), NUMBA_NUM_THREADS=str(args.threads),
                OPENBLAS_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    if args.profile:
+        cmd = [sys.executable, __file__, "--worker", "profile", "--batch", str(args.batch),
+               "--steps", str(args.steps)]
+        print(f"minires ResNet-20, batch {args.batch}, {args.threads} threads, best of "
+              f"{args.steps} steps")
+        return subprocess.run(cmd, env=env).returncode
     results = {}
     for framework in ["minires", "torch"]:
         cmd = [sys.executable, __file__, "--worker", framework, "--batch", str(args.batch),

@@ -3,7 +3,9 @@
 Every binary op sums its gradient back to each input's shape through unbroadcast.
 """
 
-from ..backends import get_array_module
+import numpy as np
+
+from ..backends import cpu, cpu_fast, get_array_module, get_backend
 from ..function import Function, unbroadcast
 
 
@@ -134,14 +136,17 @@ def log(x):
 
 
 class ReLU(Function):
-    """y = max(x, 0);  dx = dy where x > 0, else 0 (the kink at 0 gets gradient 0)."""
+    """y = max(x, 0);  dx = dy where x > 0, else 0 (the kink at 0 gets gradient 0).
+    y > 0 exactly where x > 0, so backward needs only y, which the next op keeps anyway."""
 
     def forward(self, x):
-        self.mask = x > 0
-        return x * self.mask
+        # On the CPU, numba kernels (backends/cpu_fast.py): one pass each way, no mask array.
+        self.fast = get_backend(x) is cpu and x.dtype in (np.float32, np.float64)
+        self.y = cpu_fast.relu(x) if self.fast else get_array_module(x).maximum(x, 0)
+        return self.y
 
     def backward(self, dy):
-        return dy * self.mask
+        return cpu_fast.relu_grad(dy, self.y) if self.fast else dy * (self.y > 0)
 
 
 def relu(input):
