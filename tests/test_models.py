@@ -246,8 +246,12 @@ def test_matches_the_same_resnet20_in_pytorch(shortcut):
         {k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
     assert unexpected == [] and all(k.endswith("num_batches_tracked") for k in missing)
     assert list(state) == [k for k in theirs.state_dict() if "num_batches" not in k]
+    # The oracle runs in float64: in training mode at batch 4, batchnorm's backward cancels
+    # terms, and PyTorch's float32 (float32 sums) drifts by up to 1% from its own float64 in the
+    # first layers' gradients, while minires's float32 (float64 sums) stays within 1e-6.
+    theirs = theirs.double()
     x = images(4, seed=2)
-    tx = torch.from_numpy(x.data.copy())
+    tx = torch.from_numpy(x.data.astype(np.float64))
 
     mine.eval()
     theirs.eval()
