@@ -113,6 +113,13 @@ def _taps3x3(k):
 
 
 @numba.njit(**FMA)
+def _sum3x3(k, v):
+    """sum of k[t] * v[t] over the nine taps t, row by row: one output of a 3x3 kernel."""
+    return ((k[0] * v[0] + k[1] * v[1] + k[2] * v[2]) + (k[3] * v[3] + k[4] * v[4] + k[5] * v[5])
+            + (k[6] * v[6] + k[7] * v[7] + k[8] * v[8]))
+
+
+@numba.njit(**FMA)
 def _add_taps(acc, xc, w, ci, sh, sw, Ws):
     """acc[co, q] += sum over (kh, kw) of w[co, ci, kh, kw] * tap(kh, kw)[q], for every co."""
     C_out, L = acc.shape
@@ -125,22 +132,17 @@ def _add_taps(acc, xc, w, ci, sh, sw, Ws):
         d, e, f = _tap(xc, 1, 0, *at), _tap(xc, 1, 1, *at), _tap(xc, 1, 2, *at)
         g, h, i = _tap(xc, 2, 0, *at), _tap(xc, 2, 1, *at), _tap(xc, 2, 2, *at)
         for co in range(0, C_out - 1, 2):
-            k0, k1, k2, k3, k4, k5, k6, k7, k8 = _taps3x3(w[co, ci])
-            m0, m1, m2, m3, m4, m5, m6, m7, m8 = _taps3x3(w[co + 1, ci])
+            k, m = _taps3x3(w[co, ci]), _taps3x3(w[co + 1, ci])
             out, out1 = acc[co], acc[co + 1]
             for q in range(L):
-                aq, bq, cq, dq, eq, fq, gq, hq, iq = a[q], b[q], c[q], d[q], e[q], f[q], g[q], \
-                    h[q], i[q]
-                out[q] += ((k0 * aq + k1 * bq + k2 * cq) + (k3 * dq + k4 * eq + k5 * fq)
-                           + (k6 * gq + k7 * hq + k8 * iq))
-                out1[q] += ((m0 * aq + m1 * bq + m2 * cq) + (m3 * dq + m4 * eq + m5 * fq)
-                            + (m6 * gq + m7 * hq + m8 * iq))
+                v = (a[q], b[q], c[q], d[q], e[q], f[q], g[q], h[q], i[q])
+                out[q] += _sum3x3(k, v)
+                out1[q] += _sum3x3(m, v)
         if C_out % 2:  # the last channel of an odd count
-            k0, k1, k2, k3, k4, k5, k6, k7, k8 = _taps3x3(w[C_out - 1, ci])
+            k = _taps3x3(w[C_out - 1, ci])
             out = acc[C_out - 1]
             for q in range(L):
-                out[q] += ((k0 * a[q] + k1 * b[q] + k2 * c[q]) + (k3 * d[q] + k4 * e[q]
-                           + k5 * f[q]) + (k6 * g[q] + k7 * h[q] + k8 * i[q]))
+                out[q] += _sum3x3(k, (a[q], b[q], c[q], d[q], e[q], f[q], g[q], h[q], i[q]))
     else:
         for kh in range(KH):
             for kw in range(KW):
