@@ -6,6 +6,12 @@ non-square images), in float64 (to 1e-12) and float32 (to float32 rounding); bat
 with the NumPy expressions in ops/norm.py and ops/elementwise.py.
 """
 
+import os
+import subprocess
+import sys
+
+import llvmlite.binding
+import numba
 import numpy as np
 import pytest
 
@@ -62,6 +68,32 @@ def test_conv2d_matches_im2col_gemm_col2im(x_shape, w_shape, stride, padding, dt
     for mine, ref in [(y, y_ref), (dx, dx_ref), (dw, dw_ref)]:
         assert mine.shape == ref.shape and mine.dtype == dtype
         np.testing.assert_allclose(mine, ref, **tolerance(dtype))
+
+
+def test_tile_rows_follow_the_vector_registers():
+    """16 rows where numba compiles AVX-512 code (32 vector registers), 4 where it compiles AVX2."""
+    features = numba.core.config.CPU_FEATURES or llvmlite.binding.get_host_cpu_features().flatten()
+    assert cpu_fast.R == (16 if "+avx512f" in features.split(",") else 4)
+
+
+# What numba compiles for a Haswell CPU: AVX2 and FMA, no AVX-512.
+AVX2 = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fsgsbase,+lzcnt,+mmx,+movbe,+pclmul,"
+        "+popcnt,+rdrnd,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,+sahf,-avx512f")
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_CPU_FEATURES") is not None
+                    or "+avx512f" not in llvmlite.binding.get_host_cpu_features().flatten(),
+                    reason="the tests above already run the AVX2 tile (or a chosen one) here")
+def test_convolutions_with_the_avx2_tile(tmp_path):
+    """On an AVX-512 machine the tests above check the 16-row tile; here the 4-row tile that an
+    AVX2 machine gets, compiled for Haswell in a fresh process, passes the same tests."""
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=AVX2,
+               NUMBA_CACHE_DIR=str(tmp_path))
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                          "-k", "im2col or tile_rows or non_contiguous"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert " passed" in run.stdout and "skipped" not in run.stdout
 
 
 def test_conv2d_op_takes_the_fast_path_and_keeps_no_columns():

@@ -6,7 +6,9 @@ function here against it (float32 and float64, awkward shapes). What changes:
   - no column matrix: each image is copied once into a zero-padded buffer, and every kernel tap
     reads a shifted slice of it (the columns copy each pixel KH*KW times, 75 MB for one layer of
     ResNet-20 at batch 128, and a GEMM with 16 rows cannot reuse them from cache);
-  - the nine taps of a 3x3 kernel are summed in one pass over the output;
+  - the GEMM runs a tile of outputs at a time, kept in vector registers for its whole sum (a
+    micro-kernel, as in BLAS); the input gradient is a convolution of dy too, and the weight
+    gradient the same micro-kernel with the images laid out channels last;
   - images run in parallel (`prange`), each one's working set small enough for the core's cache.
 numba compiles a kernel on its first call (`cache=True` keeps the machine code on disk for the
 next run). fastmath stays off but for FMA contraction in the convolution's inner loop: every sum
@@ -15,6 +17,10 @@ float32 results agree to rounding, not bit for bit.
 benchmarks/PROFILE.md has the measurements behind each choice.
 """
 
+import contextlib
+import os
+
+import llvmlite.binding
 import numba
 import numpy as np
 from numba import prange
@@ -22,9 +28,10 @@ from numba import prange
 PARALLEL = dict(parallel=True, cache=True, nogil=True)
 SERIAL = dict(cache=True, nogil=True)
 # The convolution's inner loop may fuse each multiply and add into one FMA instruction (one
-# rounding instead of two; no sum is reordered): 20% faster on AVX-512 (benchmarks/PROFILE.md).
+# rounding instead of two; no sum is reordered): twice the arithmetic per instruction.
 FMA = dict(SERIAL, fastmath={"contract"})
-BLOCK = 8  # the vector loops' lengths are rounded up to whole 8-float AVX2 registers
+TILE = dict(inline="always", fastmath={"contract"})  # pieces of the kernels, compiled into them
+V = 16  # the convolutions compute R x V outputs at a time (the register tile, below)
 
 
 # -- convolution ------------------------------------------------------------------------------
@@ -36,12 +43,16 @@ BLOCK = 8  # the vector loops' lengths are rounded up to whole 8-float AVX2 regi
 # With stride s the buffer is split into s*s phases, x_pad[r::s, c::s], each flattened with rows
 # Ws = ceil(Wp / s) long: tap (kh, kw) reads phase (kh % s, kw % s) at q + (kh//s)*Ws + kw//s, so a
 # strided convolution is again one shifted slice per tap.
+#
+# So the convolution of one image is a GEMM, y[co, q] = sum over taps k of w[co, k] * cols[k, q],
+# whose column matrix never exists: cols[k, q] = xf[offs[k] + q], with xf the image's phases
+# flattened and offs[k] where tap k = (ci, kh, kw) starts in it (_tap_offsets).
 
 
 class Layout:
     """The sizes for a KH x KW kernel with this stride and padding: the output (H_out, W_out);
     each padded image's sh*sw phases, rows of Ws, `length` long with the zero tail that lets
-    every tap read L entries; and the wide output, L = H_out rows of Ws rounded up to a BLOCK."""
+    every tap read L entries; and the wide output, L = H_out rows of Ws rounded up to a tile."""
 
     def __init__(self, x_shape, KH, KW, stride, padding):
         N, C, H, W = x_shape
@@ -51,7 +62,7 @@ class Layout:
         self.W_out = (W + 2 * pw - KW) // sw + 1
         self.Hs = -(-(H + 2 * ph) // sh)  # rows of a phase
         self.Ws = -(-(W + 2 * pw) // sw)  # its row length, also the output's wide row length
-        self.L = -(-self.H_out * self.Ws // BLOCK) * BLOCK
+        self.L = _round_up(self.H_out * self.Ws, V)
         last_tap = (KH - 1) // sh * self.Ws + (KW - 1) // sw
         self.length = max(self.Hs * self.Ws, last_tap + self.L)  # of a phase, with its tail
 
@@ -59,6 +70,15 @@ class Layout:
     def args(self):
         """What the kernels take: sh, sw, ph, pw, Ws, length, L."""
         return (*self.stride, *self.padding, self.Ws, self.length, self.L)
+
+
+def _tap_offsets(C, KH, KW, layout):
+    """offs[(ci*KH + kh)*KW + kw]: where tap (kh, kw) of input channel ci starts in an image's
+    flattened phases, (ci, phase, position in the phase)."""
+    (sh, sw), Ws, length = layout.stride, layout.Ws, layout.length
+    ci, kh, kw = np.meshgrid(np.arange(C), np.arange(KH), np.arange(KW), indexing="ij")
+    phase = kh % sh * sw + kw % sw
+    return ((ci * sh * sw + phase) * length + kh // sh * Ws + kw // sw).reshape(-1)
 
 
 @numba.njit(**SERIAL)
@@ -84,145 +104,199 @@ def _split_image(x, sh, sw, ph, pw, Ws, xph):
                     k, col = 0, col + 1
 
 
-@numba.njit(**SERIAL)
-def _merge_image(xph, sh, sw, ph, pw, Ws, x):
-    """The inverse of _split_image: x[c] = the phases' pixels that are not padding."""
-    C, H, W = x.shape
-    for c in range(C):
-        for h in range(H):
-            r, row = (h + ph) % sh, (h + ph) // sh
-            k, col = pw % sw, pw // sw
-            for w in range(W):
-                x[c, h, w] = xph[c, r * sw + k, row * Ws + col]
-                k += 1
-                if k == sw:
-                    k, col = 0, col + 1
+# -- the register tile ------------------------------------------------------------------------
+# Both GEMMs of a convolution (y = w @ cols and dw = dy @ cols^T) run R x V outputs at a time,
+# held in registers for the whole sum over the shared dimension: each step adds the outer
+# product of R numbers s and V numbers v, R multiply-adds of a whole vector v, so R + 1 loads
+# feed R*V multiply-adds. A tile is a tuple of R rows, each a tuple of V numbers; tuples are
+# values, which LLVM keeps in registers, and its SLP vectorizer turns each row's V operations
+# into vector instructions. V = 16 float32s fill one AVX-512 register, and 16 rows take 16 of
+# its 32 registers; AVX2 has 16 registers of 8 float32s, so there a tile has 4 rows (8 registers)
+# and the rest hold the operands (16 rows would not fit: 10x slower). numba leaves the SLP
+# vectorizer off by default since it once miscompiled some code (numba#8852, LLVM 14), so only
+# these kernels are compiled with it on (_vectorized), and tests/test_cpu_fast.py checks them
+# against cpu.py, with either tile. Dimensions that are not a multiple of the tile's are padded
+# with zeros; the padded results are dropped.
 
 
-@numba.njit(**SERIAL)
-def _tap(xc, kh, kw, sh, sw, Ws, L):
-    """The L inputs that tap (kh, kw) multiplies, for every wide output position q."""
-    start = kh // sh * Ws + kw // sw
-    return xc[kh % sh * sw + kw % sw, start:start + L]
+def _compiles_for_avx512():
+    """Whether numba generates AVX-512 code here: for this CPU, or what NUMBA_CPU_FEATURES says."""
+    features = numba.core.config.CPU_FEATURES
+    if features is None:
+        features = llvmlite.binding.get_host_cpu_features().flatten()
+    return "+avx512f" in features.split(",")
 
 
-@numba.njit(**SERIAL)
-def _taps3x3(k):
-    """The nine weights of one 3x3 kernel k[kh, kw], row by row."""
-    return k[0, 0], k[0, 1], k[0, 2], k[1, 0], k[1, 1], k[1, 2], k[2, 0], k[2, 1], k[2, 2]
+R = 16 if _compiles_for_avx512() else 4
+
+
+@contextlib.contextmanager
+def _vectorized():
+    """Whatever numba compiles in this block gets LLVM's SLP vectorizer. numba rereads its
+    settings (config.SLP_VECTORIZE among them) from the environment when it compiles."""
+    saved = os.environ.get("NUMBA_SLP_VECTORIZE")
+    os.environ["NUMBA_SLP_VECTORIZE"] = "1"
+    numba.core.config.SLP_VECTORIZE = 1
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["NUMBA_SLP_VECTORIZE"]
+        else:
+            os.environ["NUMBA_SLP_VECTORIZE"] = saved
+        numba.core.config.reload_config()
+
+
+@numba.njit(**TILE)
+def _fma_row(a, s, v):
+    """a + s * v: a is a tile row, s a number, v any V numbers."""
+    return (a[0] + s * v[0], a[1] + s * v[1], a[2] + s * v[2], a[3] + s * v[3],
+            a[4] + s * v[4], a[5] + s * v[5], a[6] + s * v[6], a[7] + s * v[7],
+            a[8] + s * v[8], a[9] + s * v[9], a[10] + s * v[10], a[11] + s * v[11],
+            a[12] + s * v[12], a[13] + s * v[13], a[14] + s * v[14], a[15] + s * v[15])
+
+
+@numba.njit(**TILE)
+def _load_row(v):
+    return (v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7],
+            v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15])
+
+
+@numba.njit(**TILE)
+def _store_row(v, a):
+    v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7] = a[:8]
+    v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15] = a[8:]
+
+
+if R == 16:
+    @numba.njit(**TILE)
+    def _tile_fma(t, s, v):
+        """t[i][j] + s[i] * v[j]: the R x V tile t plus the outer product of s and v."""
+        return (_fma_row(t[0], s[0], v), _fma_row(t[1], s[1], v), _fma_row(t[2], s[2], v),
+                _fma_row(t[3], s[3], v), _fma_row(t[4], s[4], v), _fma_row(t[5], s[5], v),
+                _fma_row(t[6], s[6], v), _fma_row(t[7], s[7], v), _fma_row(t[8], s[8], v),
+                _fma_row(t[9], s[9], v), _fma_row(t[10], s[10], v), _fma_row(t[11], s[11], v),
+                _fma_row(t[12], s[12], v), _fma_row(t[13], s[13], v), _fma_row(t[14], s[14], v),
+                _fma_row(t[15], s[15], v))
+
+    @numba.njit(**TILE)
+    def _load_tile(a):
+        """The R x V array a as a tile."""
+        return (_load_row(a[0]), _load_row(a[1]), _load_row(a[2]), _load_row(a[3]),
+                _load_row(a[4]), _load_row(a[5]), _load_row(a[6]), _load_row(a[7]),
+                _load_row(a[8]), _load_row(a[9]), _load_row(a[10]), _load_row(a[11]),
+                _load_row(a[12]), _load_row(a[13]), _load_row(a[14]), _load_row(a[15]))
+
+    @numba.njit(**TILE)
+    def _store_tile(a, t):
+        """a[:] = the tile t."""
+        _store_row(a[0], t[0])
+        _store_row(a[1], t[1])
+        _store_row(a[2], t[2])
+        _store_row(a[3], t[3])
+        _store_row(a[4], t[4])
+        _store_row(a[5], t[5])
+        _store_row(a[6], t[6])
+        _store_row(a[7], t[7])
+        _store_row(a[8], t[8])
+        _store_row(a[9], t[9])
+        _store_row(a[10], t[10])
+        _store_row(a[11], t[11])
+        _store_row(a[12], t[12])
+        _store_row(a[13], t[13])
+        _store_row(a[14], t[14])
+        _store_row(a[15], t[15])
+else:
+    @numba.njit(**TILE)
+    def _tile_fma(t, s, v):
+        """t[i][j] + s[i] * v[j]: the R x V tile t plus the outer product of s and v."""
+        return (_fma_row(t[0], s[0], v), _fma_row(t[1], s[1], v), _fma_row(t[2], s[2], v),
+                _fma_row(t[3], s[3], v))
+
+    @numba.njit(**TILE)
+    def _load_tile(a):
+        """The R x V array a as a tile."""
+        return _load_row(a[0]), _load_row(a[1]), _load_row(a[2]), _load_row(a[3])
+
+    @numba.njit(**TILE)
+    def _store_tile(a, t):
+        """a[:] = the tile t."""
+        _store_row(a[0], t[0])
+        _store_row(a[1], t[1])
+        _store_row(a[2], t[2])
+        _store_row(a[3], t[3])
 
 
 @numba.njit(**FMA)
-def _sum3x3(k, v):
-    """sum of k[t] * v[t] over the nine taps t, row by row: one output of a 3x3 kernel."""
-    return ((k[0] * v[0] + k[1] * v[1] + k[2] * v[2]) + (k[3] * v[3] + k[4] * v[4] + k[5] * v[5])
-            + (k[6] * v[6] + k[7] * v[7] + k[8] * v[8]))
+def _conv_tile(xf, offs, p, wT, out):
+    """out[i, j] += sum over taps k of wT[k, i] * cols[k, p + j]: R output channels i by V wide
+    output positions from p. Each tap: R weights (broadcast) times V neighbouring inputs."""
+    t = _load_tile(out)
+    for k in range(offs.size):
+        o = offs[k] + p
+        t = _tile_fma(t, wT[k], xf[o:o + V])
+    _store_tile(out, t)
 
 
 @numba.njit(**FMA)
-def _add_taps(acc, xc, w, ci, sh, sw, Ws):
-    """acc[co, q] += sum over (kh, kw) of w[co, ci, kh, kw] * tap(kh, kw)[q], for every co."""
-    C_out, L = acc.shape
-    KH, KW = w.shape[2], w.shape[3]
-    if KH == 3 and KW == 3:
-        # The network's kernel: all nine taps in one pass, two output channels at a time, so
-        # each input loaded feeds two multiply-adds and each acc row is loaded and stored once.
-        at = (sh, sw, Ws, L)
-        a, b, c = _tap(xc, 0, 0, *at), _tap(xc, 0, 1, *at), _tap(xc, 0, 2, *at)
-        d, e, f = _tap(xc, 1, 0, *at), _tap(xc, 1, 1, *at), _tap(xc, 1, 2, *at)
-        g, h, i = _tap(xc, 2, 0, *at), _tap(xc, 2, 1, *at), _tap(xc, 2, 2, *at)
-        for co in range(0, C_out - 1, 2):
-            k, m = _taps3x3(w[co, ci]), _taps3x3(w[co + 1, ci])
-            out, out1 = acc[co], acc[co + 1]
-            for q in range(L):
-                v = (a[q], b[q], c[q], d[q], e[q], f[q], g[q], h[q], i[q])
-                out[q] += _sum3x3(k, v)
-                out1[q] += _sum3x3(m, v)
-        if C_out % 2:  # the last channel of an odd count
-            k = _taps3x3(w[C_out - 1, ci])
-            out = acc[C_out - 1]
-            for q in range(L):
-                out[q] += _sum3x3(k, (a[q], b[q], c[q], d[q], e[q], f[q], g[q], h[q], i[q]))
-    else:
-        for kh in range(KH):
-            for kw in range(KW):
-                s = _tap(xc, kh, kw, sh, sw, Ws, L)
-                for co in range(C_out):
-                    wv = w[co, ci, kh, kw]
-                    out = acc[co]
-                    for q in range(L):
-                        out[q] += wv * s[q]
+def _weight_grad_tile(xs, dyT, out):
+    """out[i, j] += sum over positions q of xs[q, i] * dyT[q, j]: R input channels of one tap
+    by V output channels. Each position: R inputs (broadcast) times V channels of dy."""
+    t = _load_tile(out)
+    for q in range(dyT.shape[0]):
+        t = _tile_fma(t, xs[q], dyT[q])
+    _store_tile(out, t)
+
+
+def _round_up(n, m):
+    return -(-n // m) * m
 
 
 @numba.njit(**PARALLEL)
-def _conv(x, w, sh, sw, ph, pw, Ws, length, L, y):
+def _conv(x, wT, offs, sh, sw, ph, pw, Ws, length, L, y):
     N, C = x.shape[:2]
     C_out, H_out, W_out = y.shape[1], y.shape[2], y.shape[3]
+    groups = wT.shape[0]  # of R output channels: wT[g, k, i] = w[g*R + i, k], zero past C_out
     for n in prange(N):
         xph = np.empty((C, sh * sw, length), dtype=x.dtype)  # (C, phases, padded phase)
         _split_image(x[n], sh, sw, ph, pw, Ws, xph)
-        acc = np.zeros((C_out, L), dtype=y.dtype)  # (C_out, wide output rows)
-        for ci in range(C):
-            _add_taps(acc, xph[ci], w, ci, sh, sw, Ws)
+        xf = xph.reshape(-1)
+        # acc[q // V, co // R, co % R, q % V]: output channel co at wide position q, in tiles
+        acc = np.zeros((L // V, groups, R, V), dtype=y.dtype)
+        for p in range(0, L, V):
+            for g in range(groups):  # the V inputs of each tap stay in cache for every group
+                _conv_tile(xf, offs, p, wT[g], acc[p // V, g])
         for co in range(C_out):
+            g, i = co // R, co % R
             for oh in range(H_out):
-                y[n, co, oh] = acc[co, oh * Ws:oh * Ws + W_out]
+                for ow in range(W_out):
+                    q = oh * Ws + ow
+                    y[n, co, oh, ow] = acc[q // V, g, i, q % V]
 
 
 def conv2d(x, w, stride, padding):
     """cpu.im2col + cpu.gemm's convolution, y = w (*) x: (N, C_in, H, W) -> (N, C_out, H', W')."""
-    C_out, _, KH, KW = w.shape
+    C_out, C, KH, KW = w.shape
     layout = Layout(x.shape, KH, KW, stride, padding)
+    wT = np.zeros((_round_up(C_out, R), C * KH * KW), dtype=w.dtype)
+    wT[:C_out] = w.reshape(C_out, -1)
+    wT = np.ascontiguousarray(wT.reshape(-1, R, C * KH * KW).transpose(0, 2, 1))  # (g, k, i)
     y = np.empty((x.shape[0], C_out, layout.H_out, layout.W_out), dtype=x.dtype)
-    _conv(np.ascontiguousarray(x), np.ascontiguousarray(w), *layout.args, y)
+    with _vectorized():
+        _conv(np.ascontiguousarray(x), wT, _tap_offsets(C, KH, KW, layout), *layout.args, y)
     return y
-
-
-@numba.njit(**PARALLEL)
-def _conv_input_grad(dy, w, sh, sw, ph, pw, Ws, length, L, dx):
-    N, C_out, H_out, W_out = dy.shape
-    C, KH, KW = w.shape[1], w.shape[2], w.shape[3]
-    for n in prange(N):
-        dxph = np.zeros((C, sh * sw, length), dtype=dy.dtype)
-        dy_wide = np.zeros((C_out, L), dtype=dy.dtype)  # zero in the dropped columns
-        for co in range(C_out):
-            for oh in range(H_out):
-                dy_wide[co, oh * Ws:oh * Ws + W_out] = dy[n, co, oh]
-        for ci in range(C):
-            for kh in range(KH):
-                for kw in range(KW):
-                    # Tap (kh, kw) took its input from this slice: send the gradient back there,
-                    # summed over the output channels, four of them per pass.
-                    s = _tap(dxph[ci], kh, kw, sh, sw, Ws, L)
-                    co = 0
-                    while co + 4 <= C_out:
-                        w0, w1 = w[co, ci, kh, kw], w[co + 1, ci, kh, kw]
-                        w2, w3 = w[co + 2, ci, kh, kw], w[co + 3, ci, kh, kw]
-                        d0, d1 = dy_wide[co], dy_wide[co + 1]
-                        d2, d3 = dy_wide[co + 2], dy_wide[co + 3]
-                        for q in range(L):
-                            s[q] += (w0 * d0[q] + w1 * d1[q]) + (w2 * d2[q] + w3 * d3[q])
-                        co += 4
-                    for c in range(co, C_out):
-                        wv, d = w[c, ci, kh, kw], dy_wide[c]
-                        for q in range(L):
-                            s[q] += wv * d[q]
-        _merge_image(dxph, sh, sw, ph, pw, Ws, dx[n])
 
 
 def conv2d_input_grad(dy, w, x_shape, stride, padding):
     """dx = cpu.col2im(w2^T @ dy2): each input pixel gets the gradient of every output whose
-    window covers it, times the weight that joined them."""
+    window covers it, times the weight that joined them. That is a convolution of dy too."""
     C_out, C, KH, KW = w.shape
-    (ph, pw) = padding
+    ph, pw = padding
     if stride == (1, 1) and ph < KH and pw < KW:
         # Stride 1: a convolution of dy, padded by KH-1-ph, with the kernel flipped (and its
         # channels swapped) reads exactly the outputs that each pixel fed.
         return conv2d(dy, _flip(w), (1, 1), (KH - 1 - ph, KW - 1 - pw))
-    layout = Layout(x_shape, KH, KW, stride, padding)
-    dx = np.empty(x_shape, dtype=dy.dtype)
-    _conv_input_grad(np.ascontiguousarray(dy), np.ascontiguousarray(w), *layout.args, dx)
-    return dx
+    return _strided_input_grad(dy, w, x_shape, stride, padding)
 
 
 def _flip(w):
@@ -230,88 +304,123 @@ def _flip(w):
     return np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
 
 
-# The weight gradient sums over every output pixel. With fastmath off, numba does not vectorise a
-# running sum (that would reorder its additions), so the sum is turned around: the padded image
-# goes channels-last, where the inputs of one kernel row (kw, ci) of a pixel are KW*C contiguous
-# numbers, and each pixel adds dy[co, pixel] times them into KW*C independent sums of dw, a
-# vectorised update. Four neighbouring pixels share each update. Each thread sums its own images.
+# With stride s, pixel (i*sh + r, j*sw + c) of the padded input fed output (i - a, j - b) through
+# tap (a*sh + r, b*sw + c). So phase (r, c) of dx_pad gets a stride-1 convolution of dy with the
+# taps of that phase, w[:, :, r::sh, c::sw], flipped; all phases read dy padded the same way,
+# each with its own taps (a phase that no tap reads, r >= KH, gets no gradient).
+
+@numba.njit(**PARALLEL)
+def _conv_strided_input_grad(dy, wT, offs, bounds, sh, sw, ph, pw, A, B, Wd, length, L, dx):
+    N, C_out = dy.shape[:2]
+    C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
+    groups = wT.shape[0]  # wT[g, k, i]: tap k's weight for input channel g*R + i
+    for n in prange(N):
+        dyp = np.empty((C_out, 1, length), dtype=dy.dtype)  # dy[n], A-1 rows and B-1 columns
+        _split_image(dy[n], 1, 1, A - 1, B - 1, Wd, dyp)  # of zeros before, more after
+        dyf = dyp.reshape(-1)
+        acc = np.empty((L // V, groups, R, V), dtype=dx.dtype)  # one phase, as in _conv
+        for r in range(sh):
+            for c in range(sw):
+                taps = slice(bounds[r * sw + c], bounds[r * sw + c + 1])
+                acc[:] = 0
+                for p in range(0, L, V):
+                    for g in range(groups):
+                        _conv_tile(dyf, offs[taps], p, wT[g, taps], acc[p // V, g])
+                for ci in range(C):  # the phase's pixels that are not padding
+                    g, i = ci // R, ci % R
+                    for h in range((r - ph) % sh, H, sh):
+                        for w in range((c - pw) % sw, W, sw):
+                            q = (h + ph) // sh * Wd + (w + pw) // sw  # in wide rows of Wd
+                            dx[n, ci, h, w] = acc[q // V, g, i, q % V]
+
+
+def _strided_input_grad(dy, w, x_shape, stride, padding):
+    C_out, C, KH, KW = w.shape
+    (sh, sw), (ph, pw) = stride, padding
+    N, _, H, W = x_shape
+    H_out, W_out = dy.shape[2:]
+    A, B = -(-KH // sh), -(-KW // sw)  # the most taps a phase has, down and across
+    Hs, Ws = -(-(H + 2 * ph) // sh), -(-(W + 2 * pw) // sw)  # a phase's rows and columns
+    Wd = max(Ws, W_out) + B - 1  # the row length of padded dy, and of each phase's wide rows
+    L = _round_up(Hs * Wd, V)
+    length = max((H_out + A - 1) * Wd, (A - 1) * Wd + B - 1 + L)
+    offs, weights, bounds = [], [], [0]
+    for r in range(sh):
+        for c in range(sw):
+            co, a, b = np.meshgrid(np.arange(C_out), np.arange(len(range(r, KH, sh))),
+                                   np.arange(len(range(c, KW, sw))), indexing="ij")
+            offs.append((co * length + (A - 1 - a) * Wd + (B - 1 - b)).reshape(-1))
+            weights.append(w[co, :, a * sh + r, b * sw + c].reshape(-1, C))  # (taps, C)
+            bounds.append(bounds[-1] + co.size)
+    wT = np.zeros((bounds[-1], _round_up(C, R)), dtype=w.dtype)
+    wT[:, :C] = np.concatenate(weights)
+    wT = np.ascontiguousarray(wT.reshape(bounds[-1], -1, R).transpose(1, 0, 2))  # (g, k, i)
+    dx = np.empty(x_shape, dtype=dy.dtype)
+    with _vectorized():
+        _conv_strided_input_grad(np.ascontiguousarray(dy), wT, np.concatenate(offs),
+                                 np.array(bounds), sh, sw, ph, pw, A, B, Wd, length, L, dx)
+    return dx
+
+
+# The weight gradient sums over the positions q, which are contiguous in neither operand as the
+# forward lays them out; so here both go channels last, in blocks: the inputs of one tap for R
+# channels at q are R contiguous numbers, and V channels of dy are V contiguous numbers.
 
 @numba.njit(**SERIAL)
-def _pad_image_channels_last(x, ph, pw, Wp, xT):
-    """xT[(h+ph)*Wp + w+pw, c] = x[c, h, w], zero elsewhere: the padded image, channels last."""
+def _split_image_channels_last(x, sh, sw, ph, pw, Ws, xT):
+    """xT[c // R, phase, position, c % R] = what _split_image puts at xph[c, phase, position].
+    Writes only the pixels of x: the padding and the channels past C stay as they were (zero)."""
     C, H, W = x.shape
-    xT[:] = 0
-    for h in range(H):
-        for w in range(W):
-            row = xT[(h + ph) * Wp + w + pw]
-            for c in range(C):
-                row[c] = x[c, h, w]
+    for c in range(C):
+        block, j = c // R, c % R
+        for h in range(H):
+            r, row = (h + ph) % sh, (h + ph) // sh
+            for w in range(W):
+                k, col = (w + pw) % sw, (w + pw) // sw
+                xT[block, r * sw + k, row * Ws + col, j] = x[c, h, w]
 
 
 @numba.njit(**PARALLEL)
-def _conv_s1_weight_grad(x, dy, KH, KW, ph, pw, dwT_parts):
-    N, C, H, W = x.shape
+def _conv_weight_grad(x, dy, KH, KW, sh, sw, ph, pw, Ws, length, L, dwT_parts):
+    N, C = x.shape[:2]
     C_out, H_out, W_out = dy.shape[1], dy.shape[2], dy.shape[3]
-    Wp = W + 2 * pw
-    J = KW * C  # one kernel row (kw, ci) of dw, contiguous in the channels-last image
-    parts = dwT_parts.shape[0]
+    parts, C_blocks, Co_blocks = dwT_parts.shape[0], dwT_parts.shape[2], dwT_parts.shape[3]
     for part in prange(parts):  # each part sums its own images into its own dwT_parts[part]
-        dwT = dwT_parts[part]  # (C_out, KH, KW*C)
+        # dwT[tap, ci // R, co // V, ci % R, co % V]: dw for (co, ci, tap), in tiles
+        dwT = dwT_parts[part]
         dwT[:] = 0
-        xT = np.empty(((H + 2 * ph) * Wp + 4, C), dtype=x.dtype)
-        xf = xT.reshape(-1)
+        xT = np.zeros((C_blocks, sh * sw, length, R), dtype=x.dtype)
+        dyT = np.zeros((Co_blocks, L, V), dtype=dy.dtype)  # wide; zero where dropped
         for n in range(part * N // parts, (part + 1) * N // parts):
-            _pad_image_channels_last(x[n], ph, pw, Wp, xT)
-            for oh in range(H_out):
-                # Four neighbouring output pixels per pass: four products per store into dwT.
-                for ow in range(0, W_out - 3, 4):
-                    for kh in range(KH):
-                        base = ((oh + kh) * Wp + ow) * C  # their windows start C apart
-                        s0, s1 = xf[base:base + J], xf[base + C:base + C + J]
-                        s2 = xf[base + 2 * C:base + 2 * C + J]
-                        s3 = xf[base + 3 * C:base + 3 * C + J]
-                        for co in range(C_out):
-                            d = dy[n, co, oh]
-                            d0, d1, d2, d3 = d[ow], d[ow + 1], d[ow + 2], d[ow + 3]
-                            out = dwT[co, kh]
-                            for j in range(J):
-                                out[j] += (d0 * s0[j] + d1 * s1[j]) + (d2 * s2[j] + d3 * s3[j])
-                for ow in range(W_out - W_out % 4, W_out):
-                    for kh in range(KH):
-                        base = ((oh + kh) * Wp + ow) * C
-                        s0 = xf[base:base + J]
-                        for co in range(C_out):
-                            d0 = dy[n, co, oh, ow]
-                            out = dwT[co, kh]
-                            for j in range(J):
-                                out[j] += d0 * s0[j]
-
-
-def _conv_s1_weight_grad_sum(x, dy, KH, KW, padding):
-    C, C_out = x.shape[1], dy.shape[1]
-    parts = min(numba.get_num_threads(), x.shape[0])
-    dwT_parts = np.empty((parts, C_out, KH, KW * C), dtype=x.dtype)  # dwT: (co, kh, (kw, ci))
-    _conv_s1_weight_grad(np.ascontiguousarray(x), np.ascontiguousarray(dy), KH, KW, *padding,
-                         dwT_parts)
-    dwT = dwT_parts.sum(axis=0, dtype=np.float64).astype(x.dtype)
-    return dwT.reshape(C_out, KH, KW, C).transpose(0, 3, 1, 2)
+            _split_image_channels_last(x[n], sh, sw, ph, pw, Ws, xT)
+            for co in range(C_out):
+                block, j = co // V, co % V
+                for oh in range(H_out):
+                    for ow in range(W_out):
+                        dyT[block, oh * Ws + ow, j] = dy[n, co, oh, ow]
+            for kh in range(KH):
+                for kw in range(KW):
+                    phase, start = kh % sh * sw + kw % sw, kh // sh * Ws + kw // sw
+                    for cb in range(C_blocks):
+                        xs = xT[cb, phase, start:start + L]  # (L, R): the tap's inputs
+                        for g in range(Co_blocks):
+                            _weight_grad_tile(xs, dyT[g], dwT[kh * KW + kw, cb, g])
 
 
 def conv2d_weight_grad(x, dy, KH, KW, stride, padding):
     """dw = dy2 @ cols^T: dw[co, ci, kh, kw] = sum over n, oh, ow of
     dy[n, co, oh, ow] * x_pad[n, ci, oh*sh + kh, ow*sw + kw]."""
-    if stride == (1, 1):
-        return np.ascontiguousarray(_conv_s1_weight_grad_sum(x, dy, KH, KW, padding))
-    # Stride s: the taps of each phase x_pad[:, :, r::sh, c::sw] form a stride-1 kernel.
-    (sh, sw), (ph, pw) = stride, padding
-    x_pad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    dw = np.empty((dy.shape[1], x.shape[1], KH, KW), dtype=x.dtype)
-    for r in range(min(sh, KH)):
-        for c in range(min(sw, KW)):
-            phase = np.ascontiguousarray(x_pad[:, :, r::sh, c::sw])
-            dw[:, :, r::sh, c::sw] = _conv_s1_weight_grad_sum(
-                phase, dy, len(range(r, KH, sh)), len(range(c, KW, sw)), (0, 0))
-    return dw
+    C, C_out = x.shape[1], dy.shape[1]
+    layout = Layout(x.shape, KH, KW, stride, padding)
+    parts = min(numba.get_num_threads(), x.shape[0])
+    C_blocks, Co_blocks = _round_up(C, R) // R, _round_up(C_out, V) // V
+    dwT_parts = np.empty((parts, KH * KW, C_blocks, Co_blocks, R, V), dtype=x.dtype)
+    with _vectorized():
+        _conv_weight_grad(np.ascontiguousarray(x), np.ascontiguousarray(dy), KH, KW,
+                          *layout.args, dwT_parts)
+    dwT = dwT_parts.sum(axis=0, dtype=np.float64).transpose(0, 1, 3, 2, 4)
+    dwT = dwT.reshape(KH * KW, C_blocks * R, Co_blocks * V)[:, :C, :C_out]  # (tap, ci, co)
+    return np.ascontiguousarray(dwT.transpose(2, 1, 0).reshape(C_out, C, KH, KW).astype(x.dtype))
 
 
 # -- batch normalisation ----------------------------------------------------------------------
