@@ -161,3 +161,14 @@ def test_ops_take_non_contiguous_inputs():
         y_view.backward(dy)
         y_copy.backward(dy)
         np.testing.assert_allclose(view.grad, copy.grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
+def test_freed_arrays_stay_in_the_process(monkeypatch):
+    """minires raises glibc's mmap and trim thresholds on import (backends/memory.py), unless
+    MINIRES_KEEP_MEMORY=0."""
+    from minires.backends import memory
+
+    assert memory.keep_freed_memory()
+    monkeypatch.setenv("MINIRES_KEEP_MEMORY", "0")
+    assert not memory.keep_freed_memory()

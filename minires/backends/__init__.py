@@ -11,7 +11,9 @@ import sys
 
 import numpy as np
 
-from . import cpu
+from . import cpu, memory
+
+memory.keep_freed_memory()
 
 DEVICES = ("cpu", "gpu")
 
