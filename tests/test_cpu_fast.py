@@ -96,6 +96,17 @@ def test_convolutions_with_the_avx2_tile(tmp_path):
     assert " passed" in run.stdout and "skipped" not in run.stdout
 
 
+def test_conv2d_skips_the_input_gradient_nobody_wants():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 5, 5))
+    w = tensor(rng.standard_normal((4, 3, 3, 3)), requires_grad=True)
+    y = F.conv2d(tensor(x), w, padding=1)
+    dy = rng.standard_normal(y.shape)
+    dx, dw, _ = y.creator.backward(dy)
+    assert dx is None
+    np.testing.assert_allclose(dw, spec_conv(x, w.data, dy, (1, 1), (1, 1))[2], rtol=1e-12)
+
+
 def test_conv2d_op_takes_the_fast_path_and_keeps_no_columns():
     x = tensor(np.ones((2, 3, 6, 6)), requires_grad=True)
     w = tensor(np.ones((4, 3, 3, 3)), requires_grad=True)

@@ -75,7 +75,9 @@ class Convolution2D(Function):
         w = self.w
         C_out, _, KH, KW = w.shape
         if self.fast:
-            dx = cpu_fast.conv2d_input_grad(dy, w, self.x_shape, self.stride, self.padding)
+            # The network's first conv reads the images, which want no gradient: skip it.
+            dx = (cpu_fast.conv2d_input_grad(dy, w, self.x_shape, self.stride, self.padding)
+                  if self.inputs[0].requires_grad else None)
             dw = cpu_fast.conv2d_weight_grad(self.x, dy, KH, KW, self.stride, self.padding)
             db = dy.sum(axis=(0, 2, 3)) if self.has_bias else None
             return dx, dw, db
