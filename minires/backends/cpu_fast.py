@@ -87,21 +87,13 @@ def _split_image(x, sh, sw, ph, pw, Ws, xph):
     pixel (h, w) goes to phase ((h+ph) % sh, (w+pw) % sw), row (h+ph) // sh, column (w+pw) // sw."""
     C, H, W = x.shape
     xph[:] = 0
-    if sh == 1 and sw == 1:  # one phase: the padded image, copied a row at a time
-        for c in range(C):
-            for h in range(H):
-                start = (h + ph) * Ws + pw
-                xph[c, 0, start:start + W] = x[c, h]
-        return
     for c in range(C):
         for h in range(H):
             r, row = (h + ph) % sh, (h + ph) // sh
-            k, col = pw % sw, pw // sw  # the phase and column of w = 0; counted up along the row
-            for w in range(W):
-                xph[c, r * sw + k, row * Ws + col] = x[c, h, w]
-                k += 1
-                if k == sw:
-                    k, col = 0, col + 1
+            for k in range(sw):  # phase (r, k) gets every sw-th pixel of the row, from w0
+                w0 = (k - pw) % sw
+                start, n = row * Ws + (w0 + pw) // sw, len(range(w0, W, sw))
+                xph[c, r * sw + k, start:start + n] = x[c, h, w0::sw]
 
 
 # -- the register tile ------------------------------------------------------------------------
@@ -375,9 +367,10 @@ def _split_image_channels_last(x, sh, sw, ph, pw, Ws, xT):
         block, j = c // R, c % R
         for h in range(H):
             r, row = (h + ph) % sh, (h + ph) // sh
-            for w in range(W):
-                k, col = (w + pw) % sw, (w + pw) // sw
-                xT[block, r * sw + k, row * Ws + col, j] = x[c, h, w]
+            for k in range(sw):
+                w0 = (k - pw) % sw
+                start, n = row * Ws + (w0 + pw) // sw, len(range(w0, W, sw))
+                xT[block, r * sw + k, start:start + n, j] = x[c, h, w0::sw]
 
 
 @numba.njit(**PARALLEL)
