@@ -183,3 +183,18 @@ def test_freed_arrays_stay_in_the_process(monkeypatch):
     assert memory.keep_freed_memory()
     monkeypatch.setenv("MINIRES_KEEP_MEMORY", "0")
     assert not memory.keep_freed_memory()
+
+
+def test_the_vectorizer_setting_is_restored_after_concurrent_calls():
+    """Convolutions in several threads at once: numba's SLP setting is back as it was after."""
+    import threading
+
+    before = (os.environ.get("NUMBA_SLP_VECTORIZE"), numba.core.config.SLP_VECTORIZE)
+    x, w = np.ones((2, 3, 6, 6), np.float32), np.ones((4, 3, 3, 3), np.float32)
+    threads = [threading.Thread(target=cpu_fast.conv2d, args=(x, w, (1, 1), (1, 1)))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (os.environ.get("NUMBA_SLP_VECTORIZE"), numba.core.config.SLP_VECTORIZE) == before

@@ -19,6 +19,7 @@ benchmarks/PROFILE.md has the measurements behind each choice.
 
 import contextlib
 import os
+import threading
 
 import llvmlite.binding
 import numba
@@ -122,21 +123,34 @@ def _compiles_for_avx512():
 R = 16 if _compiles_for_avx512() else 4
 
 
+_vectorizing = threading.Lock()
+_vectorizing_calls = 0  # calls inside _vectorized, in any thread
+_saved_setting = None  # NUMBA_SLP_VECTORIZE as it was before the first of them
+
+
 @contextlib.contextmanager
 def _vectorized():
     """Whatever numba compiles in this block gets LLVM's SLP vectorizer. numba rereads its
-    settings (config.SLP_VECTORIZE among them) from the environment when it compiles."""
-    saved = os.environ.get("NUMBA_SLP_VECTORIZE")
-    os.environ["NUMBA_SLP_VECTORIZE"] = "1"
-    numba.core.config.SLP_VECTORIZE = 1
+    settings (config.SLP_VECTORIZE among them) from the environment when it compiles. The
+    setting is the process's: the first call in sets it, the last one out restores it."""
+    global _vectorizing_calls, _saved_setting
+    with _vectorizing:
+        if _vectorizing_calls == 0:
+            _saved_setting = os.environ.get("NUMBA_SLP_VECTORIZE")
+            os.environ["NUMBA_SLP_VECTORIZE"] = "1"
+            numba.core.config.SLP_VECTORIZE = 1
+        _vectorizing_calls += 1
     try:
         yield
     finally:
-        if saved is None:
-            del os.environ["NUMBA_SLP_VECTORIZE"]
-        else:
-            os.environ["NUMBA_SLP_VECTORIZE"] = saved
-        numba.core.config.reload_config()
+        with _vectorizing:
+            _vectorizing_calls -= 1
+            if _vectorizing_calls == 0:
+                if _saved_setting is None:
+                    del os.environ["NUMBA_SLP_VECTORIZE"]
+                else:
+                    os.environ["NUMBA_SLP_VECTORIZE"] = _saved_setting
+                numba.core.config.reload_config()
 
 
 @numba.njit(**TILE)
