@@ -83,18 +83,25 @@ def _tap_offsets(C, KH, KW, layout):
 
 
 @numba.njit(**SERIAL)
+def _split_channel(xc, sh, sw, ph, pw, Ws, phases):
+    """phases[r*sw + k] = x_pad[r::sh, k::sw] for one channel xc, flattened in rows of Ws:
+    pixel (h, w) goes to phase ((h+ph) % sh, (w+pw) % sw), row (h+ph) // sh, column (w+pw) // sw.
+    Writes only the pixels of xc; the padding keeps what phases held (zero)."""
+    H, W = xc.shape
+    for h in range(H):
+        r, row = (h + ph) % sh, (h + ph) // sh
+        for k in range(sw):  # phase (r, k) gets every sw-th pixel of the row, from w0
+            w0 = (k - pw) % sw
+            start, n = row * Ws + (w0 + pw) // sw, len(range(w0, W, sw))
+            phases[r * sw + k, start:start + n] = xc[h, w0::sw]
+
+
+@numba.njit(**SERIAL)
 def _split_image(x, sh, sw, ph, pw, Ws, xph):
-    """xph[c, r*sw + k] = x_pad[c, r::sh, k::sw], flattened in rows of Ws, zero around x:
-    pixel (h, w) goes to phase ((h+ph) % sh, (w+pw) % sw), row (h+ph) // sh, column (w+pw) // sw."""
-    C, H, W = x.shape
+    """xph[c] = the phases of channel c (_split_channel), zero around x."""
     xph[:] = 0
-    for c in range(C):
-        for h in range(H):
-            r, row = (h + ph) % sh, (h + ph) // sh
-            for k in range(sw):  # phase (r, k) gets every sw-th pixel of the row, from w0
-                w0 = (k - pw) % sw
-                start, n = row * Ws + (w0 + pw) // sw, len(range(w0, W, sw))
-                xph[c, r * sw + k, start:start + n] = x[c, h, w0::sw]
+    for c in range(x.shape[0]):
+        _split_channel(x[c], sh, sw, ph, pw, Ws, xph[c])
 
 
 # -- the register tile ------------------------------------------------------------------------
@@ -258,6 +265,15 @@ def _round_up(n, m):
     return -(-n // m) * m
 
 
+def _channel_groups(wk):
+    """wT[g, k, i] = wk[k, g*R + i] for a (taps, channels) matrix wk, zero past its channels:
+    the R weights that a tile's rows take at each tap, contiguous."""
+    K, C = wk.shape
+    wT = np.zeros((K, _round_up(C, R)), dtype=wk.dtype)
+    wT[:, :C] = wk
+    return np.ascontiguousarray(wT.reshape(K, -1, R).transpose(1, 0, 2))
+
+
 @numba.njit(**PARALLEL)
 def _conv(x, wT, offs, sh, sw, ph, pw, Ws, length, L, y):
     N, C = x.shape[:2]
@@ -284,9 +300,7 @@ def conv2d(x, w, stride, padding):
     """cpu.im2col + cpu.gemm's convolution, y = w (*) x: (N, C_in, H, W) -> (N, C_out, H', W')."""
     C_out, C, KH, KW = w.shape
     layout = Layout(x.shape, KH, KW, stride, padding)
-    wT = np.zeros((_round_up(C_out, R), C * KH * KW), dtype=w.dtype)
-    wT[:C_out] = w.reshape(C_out, -1)
-    wT = np.ascontiguousarray(wT.reshape(-1, R, C * KH * KW).transpose(0, 2, 1))  # (g, k, i)
+    wT = _channel_groups(w.reshape(C_out, -1).T)  # (groups of output channels, tap, R)
     y = np.empty((x.shape[0], C_out, layout.H_out, layout.W_out), dtype=x.dtype)
     with _vectorized():
         _conv(np.ascontiguousarray(x), wT, _tap_offsets(C, KH, KW, layout), *layout.args, y)
@@ -358,9 +372,7 @@ def _strided_input_grad(dy, w, x_shape, stride, padding):
             offs.append((co * length + (A - 1 - a) * Wd + (B - 1 - b)).reshape(-1))
             weights.append(w[co, :, a * sh + r, b * sw + c].reshape(-1, C))  # (taps, C)
             bounds.append(bounds[-1] + co.size)
-    wT = np.zeros((bounds[-1], _round_up(C, R)), dtype=w.dtype)
-    wT[:, :C] = np.concatenate(weights)
-    wT = np.ascontiguousarray(wT.reshape(bounds[-1], -1, R).transpose(1, 0, 2))  # (g, k, i)
+    wT = _channel_groups(np.concatenate(weights))  # (groups of input channels, tap, R)
     dx = np.empty(x_shape, dtype=dy.dtype)
     with _vectorized():
         _conv_strided_input_grad(np.ascontiguousarray(dy), wT, np.concatenate(offs),
@@ -376,15 +388,8 @@ def _strided_input_grad(dy, w, x_shape, stride, padding):
 def _split_image_channels_last(x, sh, sw, ph, pw, Ws, xT):
     """xT[c // R, phase, position, c % R] = what _split_image puts at xph[c, phase, position].
     Writes only the pixels of x: the padding and the channels past C stay as they were (zero)."""
-    C, H, W = x.shape
-    for c in range(C):
-        block, j = c // R, c % R
-        for h in range(H):
-            r, row = (h + ph) % sh, (h + ph) // sh
-            for k in range(sw):
-                w0 = (k - pw) % sw
-                start, n = row * Ws + (w0 + pw) // sw, len(range(w0, W, sw))
-                xT[block, r * sw + k, start:start + n, j] = x[c, h, w0::sw]
+    for c in range(x.shape[0]):
+        _split_channel(x[c], sh, sw, ph, pw, Ws, xT[c // R, :, :, c % R])
 
 
 @numba.njit(**PARALLEL)

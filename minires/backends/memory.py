@@ -28,9 +28,9 @@ def keep_freed_memory():
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt, gnu_version = libc.mallopt, libc.gnu_get_libc_version  # glibc's own functions
-    except (OSError, AttributeError):
+    except OSError:
         return False
-    del gnu_version
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
-        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    if not hasattr(libc, "gnu_get_libc_version"):  # not glibc (musl, say): its own rules
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+        libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
