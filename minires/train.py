@@ -2,58 +2,45 @@
 
 One run: data, model, SGD with a per-iteration learning-rate schedule, evaluation each epoch,
 metrics (CSV + JSON summary), an atomic checkpoint each epoch, exact resume, and the paper's
-Fig. 6-style plot of training and test error against iterations.
+Fig. 6-style plot of training and test error against iterations. train() never loses a run: it
+refuses a folder that holds one unless told to resume it (with the same options) or overwrite it.
 """
 
-import csv
 import json
 import math
 import os
-import pickle
-import re
-import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
-import numpy as np
-
-from . import data, models, nn, optim
+from . import checkpoint, data, models, nn, optim
 from .backends import to_device
+from .checkpoint import CheckpointError
+from .config import (  # noqa: F401 (TrainConfig and its checks are part of this module's API)
+    ConfigError,
+    TrainConfig,
+    check_config,
+    config_differences,
+    config_from_dict,
+    parse_model_name,
+)
 from .function import no_grad
 from .ops.loss import cross_entropy
+from .report import plot_curves, smooth, write_metrics  # noqa: F401 (lesson 9 calls smooth)
 
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run; saved in every checkpoint so `eval` and `--resume` agree."""
-
-    model: str = "resnet20"     # resnetN or plainN with N = 6n+2
-    shortcut: str = "A"         # A (zero padding), B (projection where shapes change), C (always)
-    iters: int | None = None    # total iterations; default: epochs * batches per epoch
-    epochs: int | None = None   # used when iters is None; default: the paper's 64k iterations
-    batch: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "paper"     # paper (/10 at 50% and 75% of the run) or cosine
-    warmup: bool | None = None  # 0.01 until training error < 80%; default: on for depth >= 110
-    device: str = "cpu"
-    data: str | None = None     # "sample", a CIFAR-10 path, or None for the cache/download
-    val: bool = False           # train on 45k, evaluate on the held-out 5k (the paper's split)
-    out: str = "runs/run"
-    seed: int = 0
+CHECKPOINT = "checkpoint.npz"  # in config.out; checkpoint.py says why it is not a pickle
+# Files that say a folder holds a run (checkpoint.pkl: the pickles of minires 0.1).
+RUN_FILES = (CHECKPOINT, "checkpoint.pkl", "metrics.csv", "summary.json")
+# akamaster/pytorch_resnet_cifar10 normalises with ImageNet's channel statistics (its
+# trainer.py), so its checkpoints are evaluated with them rather than with CIFAR-10's.
+TORCH_MEAN, TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite; the message says which checkpoint (if any) is kept."""
 
 
-def parse_model_name(name):
-    """'resnet56' -> (56, True), 'plain20' -> (20, False); a clear error for anything else."""
-    match = re.fullmatch(r"(resnet|plain)(\d+)", name)
-    if not match:
-        raise ValueError(f"model must be resnetN or plainN (N = 6n+2, e.g. resnet20), got {name!r}")
-    return int(match.group(2)), match.group(1) == "resnet"
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says where its last checkpoint is."""
 
 
 def make_schedule(name, base_lr, total_iters, warmup=False):
@@ -100,30 +87,12 @@ def evaluate(model, loader):
     return total_loss / count, wrong / count
 
 
-def save_checkpoint(path, state):
-    """Write state atomically: a temporary file in the same folder, flushed, then renamed."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(state, f, protocol=4)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def load_checkpoint(path):
-    """A checkpoint written by save_checkpoint. It is a pickle: load only files you trust."""
-    with open(path, "rb") as f:
-        return pickle.load(f)
+# The names lesson 9 uses: an atomic .npz + JSON write, and a read that can run no code.
+save_checkpoint, load_checkpoint = checkpoint.save_run, checkpoint.load_run
 
 
 def _to_cpu(state):
-    """Nested dicts/lists of backend arrays -> the same with NumPy arrays (for pickling)."""
+    """Nested dicts/lists of backend arrays -> the same with NumPy arrays (for saving)."""
     if isinstance(state, dict):
         return {k: _to_cpu(v) for k, v in state.items()}
     if isinstance(state, (list, tuple)):
@@ -138,7 +107,11 @@ class Run:
 
     def __init__(self, config):
         self.config = config
+        check_config(config)
         x_train, y_train, x_eval, y_eval = load_data(config)
+        if config.batch > len(x_train):
+            raise ConfigError(f"--batch {config.batch} is larger than the training set "
+                              f"({len(x_train)} images); use --batch {len(x_train)} or less")
         self.mean, self.std = data.channel_stats(x_train)
         self.train_loader = data.DataLoader(
             x_train, y_train, config.batch, shuffle=True, drop_last=True, augment=True,
@@ -161,7 +134,8 @@ class Run:
         self.iteration, self.epoch = 0, 0
         self.history = []  # one row per epoch: training and test loss and error
         self.steps = []  # one row per iteration: iteration, lr, batch loss, batch error
-        self.checkpoint_path = os.path.join(config.out, "checkpoint.pkl")
+        self.checkpoint_path = os.path.join(config.out, CHECKPOINT)
+        self.saved_iteration = None  # the iteration of this run's checkpoint on disk, if any
 
     # -- checkpoints --------------------------------------------------------------------------
     def state_dict(self):
@@ -175,14 +149,30 @@ class Run:
 
     def resume(self, path=None):
         """Continue exactly where the checkpoint at path (default: this run's) left off."""
-        state = load_checkpoint(path or self.checkpoint_path)
-        self.model.load_state_dict(state["model"])
-        self.model.to(self.config.device)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.train_loader.load_state_dict(state["loader"])
-        self.iteration, self.epoch = state["iteration"], state["epoch"]
+        path = path or self.checkpoint_path
+        self.load_state(load_checkpoint(path), path)
+
+    def load_state(self, state, path):
+        """Take over a checkpoint's state (read from path, which error messages name)."""
+        try:
+            self.model.load_state_dict(state["model"])
+            self.model.to(self.config.device)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
+            self.train_loader.load_state_dict(state["loader"])
+        except (RuntimeError, ValueError, TypeError, KeyError) as e:
+            raise CheckpointError(f"{path}: does not fit this run: {e}") from e
+        self.iteration, self.epoch = int(state["iteration"]), int(state["epoch"])
         self.history, self.steps = state["history"], state["steps"]
+        self.saved_iteration = self.iteration
+
+    def where_saved(self):
+        """Where the last good state is, for messages after a stop."""
+        if self.saved_iteration is None:
+            return ("no checkpoint was written (the first comes at the end of epoch 1, after "
+                    f"{len(self.train_loader)} iterations)")
+        return (f"the checkpoint of iteration {self.saved_iteration} is kept at "
+                f"{self.checkpoint_path}")
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self, progress=True, on_epoch_end=None):
@@ -210,8 +200,8 @@ class Run:
                     bar.close()
                     raise TrainingDiverged(
                         f"the loss became {loss_value} at iteration {self.iteration} "
-                        f"(learning rate {lr:g}); stopping. The last good checkpoint is kept "
-                        f"at {self.checkpoint_path}; try a lower --lr")
+                        f"(learning rate {lr:g}); stopping: {self.where_saved()}; try a lower "
+                        "--lr")
                 self.optimizer.zero_grad()
                 loss.backward()
                 self.optimizer.step()
@@ -236,18 +226,12 @@ class Run:
             bar.write(f"epoch {self.epoch}: train error {wrong / seen:.4f}, "
                       f"{'val' if config.val else 'test'} error {eval_error:.4f}")
             save_checkpoint(self.checkpoint_path, self.state_dict())
-            self._write_metrics()
+            self.saved_iteration = self.iteration
+            write_metrics(self.config.out, self.history, self.steps)
             if on_epoch_end is not None:
                 on_epoch_end(self)
         bar.close()
         return self._finish()
-
-    def _write_metrics(self):
-        for name, rows in [("metrics.csv", self.history), ("steps.csv", self.steps)]:
-            with open(os.path.join(self.config.out, name), "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
 
     def _finish(self):
         last = self.history[-1]
@@ -265,56 +249,81 @@ class Run:
         return summary
 
 
-def train(config, resume=False, progress=True, on_epoch_end=None):
-    """Run (or with resume=True, continue) a training run; returns its summary."""
-    run = Run(config)
+def train(config, resume=False, overwrite=False, change_config=False, progress=True,
+          on_epoch_end=None):
+    """Run (or with resume=True, continue) a training run; returns its summary.
+
+    A run is never lost by accident: a folder (config.out) that holds one is an error unless
+    resume=True (continue it, with the options it was started with, or with changes that
+    change_config=True accepts) or overwrite=True (start afresh; its files are replaced as the
+    new run writes them). What an interrupted checkpoint write left behind is removed first.
+    """
+    check_config(config)
+    path = os.path.join(config.out, CHECKPOINT)
+    state = None
     if resume:
-        if not os.path.exists(run.checkpoint_path):
-            raise FileNotFoundError(f"--resume: no checkpoint at {run.checkpoint_path}")
-        run.resume()
-    return run.fit(progress=progress, on_epoch_end=on_epoch_end)
+        if not os.path.exists(path):
+            raise CheckpointError(f"{path}: no checkpoint to --resume from")
+        state = load_checkpoint(path)
+        differences = config_differences(state["config"], config)
+        if differences and not change_config:
+            raise ConfigError(f"--resume: the options differ from the run in {config.out}: "
+                              + "; ".join(differences) + ". Leave them out to continue the run "
+                              "as it was, or add --change-config to continue with them")
+    elif not overwrite:
+        found = [name for name in RUN_FILES if os.path.exists(os.path.join(config.out, name))]
+        if found:
+            raise ConfigError(f"{config.out} already holds a run ({', '.join(found)}): continue "
+                              "it with --resume, or replace it with --overwrite, or choose "
+                              "another --out")
+    if os.path.isdir(config.out):
+        checkpoint.remove_stale_temp_files(config.out)
+    run = Run(config)
+    if state is not None:
+        run.load_state(state, path)
+    try:
+        return run.fit(progress=progress, on_epoch_end=on_epoch_end)
+    except KeyboardInterrupt as e:
+        raise RunInterrupted(f"interrupted at iteration {run.iteration}; {run.where_saved()}"
+                             + ("; continue with --resume" if run.saved_iteration else "")) from e
 
 
-def smooth(values, window):
-    """Mean of each value with the up to window-1 values before it (a trailing moving average)."""
-    sums = np.cumsum(np.concatenate([[0.0], values]))
-    starts = np.maximum(np.arange(1, len(values) + 1) - window, 0)
-    return (sums[1:] - sums[starts]) / (np.arange(1, len(values) + 1) - starts)
+def saved_config(folder):
+    """The config (a dict) of the run whose checkpoint is in folder."""
+    return checkpoint.load_run_config(os.path.join(folder, CHECKPOINT))
 
 
-def plot_curves(history, steps, path, title):
-    """Training error (thin: per iteration, smoothed over ~an epoch's tenth) and test error
-    (bold: per epoch) against iterations, as in the paper's Fig. 6."""
-    import matplotlib
+def evaluate_checkpoint(path, data_path=None, device="cpu", model=None, shortcut=None):
+    """(loss, error) on the test set of the model saved at path; data_path overrides its data.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    window = max(1, history[0]["iteration"] // 10)
-    ax.plot([s["iteration"] for s in steps], 100 * smooth([s["error"] for s in steps], window),
-            "-", lw=1, label=f"train error (mean of {window} iterations)")
-    ax.plot([h["iteration"] for h in history], [100 * h["test_error"] for h in history], "-o",
-            lw=2, label="test error")
-    ax.set(xlabel="iterations", ylabel="error (%)", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def evaluate_checkpoint(path, data_path=None, device="cpu"):
-    """(loss, error) on the test set of the model saved at path; data_path overrides its data."""
-    state = load_checkpoint(path)
-    config = TrainConfig(**state["config"])
-    model = build_model(config)
-    model.load_state_dict(state["model"])
-    model.to(device)
-    config.data = data_path if data_path is not None else config.data
+    path is a minires checkpoint, or a PyTorch one (akamaster/pytorch_resnet_cifar10's files,
+    or any state_dict with its names), which holds no config: it is taken to be a `model`
+    (default resnet20) with `shortcut` (default A), and its images are normalised as akamaster's.
+    """
+    if checkpoint.file_kind(path) == "torch":
+        state = checkpoint.load_torch_checkpoint(path)
+        weights = state.get("state_dict", state) if isinstance(state, dict) else state
+        config = TrainConfig(model=model or "resnet20", shortcut=shortcut or "A", data=data_path)
+        mean, std = TORCH_MEAN, TORCH_STD
+        load, what = models.load_torch_state_dict, f"a {config.model}, shortcut {config.shortcut}"
+    else:
+        state = load_checkpoint(path)
+        config = config_from_dict(state["config"], path)
+        for name, value in [("model", model), ("shortcut", shortcut)]:
+            if value is not None and value != getattr(config, name):
+                raise ConfigError(f"--{name} {value}: {path} holds a run of --{name} "
+                                  f"{getattr(config, name)}")
+        weights, mean, std = state["model"], state["mean"], state["std"]
+        load, what = type(build_model(config)).load_state_dict, f"its {config.model}"
+        config.data = data_path if data_path is not None else config.data
+    check_config(config)
+    net = build_model(config)
+    try:
+        load(net, weights)
+    except (RuntimeError, ValueError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: its weights do not fit {what}: {e}") from e
+    net.to(device)
     config.val = False
     *_, x_test, y_test = load_data(config)
-    loader = data.DataLoader(x_test, y_test, 500, mean=state["mean"], std=state["std"],
-                             device=device)
-    return evaluate(model, loader)
+    loader = data.DataLoader(x_test, y_test, 500, mean=mean, std=std, device=device)
+    return evaluate(net, loader)

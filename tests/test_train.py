@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import minires
-from minires import data
+from minires import checkpoint, data
 from minires import train as training
 
 SHARED_CIFAR = Path(os.environ.get(
@@ -47,16 +47,16 @@ def test_interrupted_and_resumed_run_ends_bit_for_bit_equal(tmp_path, tiny_data)
     with pytest.raises(KeyboardInterrupt):
         training.train(tiny_config(tmp_path / "b"), progress=False,
                        on_epoch_end=interrupt_after_first_epoch)
-    assert training.load_checkpoint(tmp_path / "b/checkpoint.pkl")["iteration"] == 4
+    assert training.load_checkpoint(tmp_path / "b/checkpoint.npz")["iteration"] == 4
     training.train(tiny_config(tmp_path / "b"), resume=True, progress=False)
 
-    a, b = weights(tmp_path / "a/checkpoint.pkl"), weights(tmp_path / "b/checkpoint.pkl")
+    a, b = weights(tmp_path / "a/checkpoint.npz"), weights(tmp_path / "b/checkpoint.npz")
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     # ...and the metrics and momentum buffers agree too.
-    state_a = training.load_checkpoint(tmp_path / "a/checkpoint.pkl")
-    state_b = training.load_checkpoint(tmp_path / "b/checkpoint.pkl")
+    state_a = training.load_checkpoint(tmp_path / "a/checkpoint.npz")
+    state_b = training.load_checkpoint(tmp_path / "b/checkpoint.npz")
     assert state_a["history"][-1]["train_loss"] == state_b["history"][-1]["train_loss"]
 
 
@@ -88,25 +88,28 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny
 
     monkeypatch.setattr(training, "cross_entropy", poisoned_after_five_steps)
     with pytest.raises(training.TrainingDiverged, match=r"nan at iteration 5 \(learning rate "
-                                                        r"0.005\).*checkpoint\.pkl"):
+                                                        r"0.005\).*the checkpoint of iteration 4 "
+                                                        r"is kept at .*checkpoint\.npz"):
         training.train(tiny_config(tmp_path), progress=False)
-    kept = training.load_checkpoint(tmp_path / "checkpoint.pkl")
+    kept = training.load_checkpoint(tmp_path / "checkpoint.npz")
     assert kept["iteration"] == 4
     assert all(np.isfinite(v).all() for v in kept["model"].values())
 
 
-def test_checkpoint_write_is_atomic(tmp_path):
-    path = tmp_path / "ckpt.pkl"
-    training.save_checkpoint(path, {"a": np.arange(3)})
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.npz"
+    state = {key: 0 for key in checkpoint.RUN_KEYS} | {"model": {"w": np.arange(3)}}
+    training.save_checkpoint(path, state)
 
-    class Unpicklable:
-        def __reduce__(self):
-            raise RuntimeError("disk full halfway")
+    def savez_then_fail(f, **arrays):
+        f.write(b"PK\x03\x04 the first bytes")
+        raise OSError("disk full halfway")
 
-    with pytest.raises(RuntimeError, match="disk full"):
-        training.save_checkpoint(path, {"a": Unpicklable()})
-    np.testing.assert_array_equal(training.load_checkpoint(path)["a"], np.arange(3))
-    assert os.listdir(tmp_path) == ["ckpt.pkl"]  # no temporary file left behind
+    monkeypatch.setattr(checkpoint.np, "savez", savez_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        training.save_checkpoint(path, state | {"model": {"w": np.arange(4)}})
+    np.testing.assert_array_equal(training.load_checkpoint(path)["model"]["w"], np.arange(3))
+    assert os.listdir(tmp_path) == ["checkpoint.npz"]  # no temporary file left behind
 
 
 def test_paper_schedule_scales_to_the_run_and_model_names():
@@ -148,7 +151,7 @@ def test_cli_train_eval_and_demo(tmp_path):
     out = run_cli("train", "--model", "resnet8", "--data", "sample", "--iters", "3", "--batch",
                   "32", "--out", "run", "--no-progress", cwd=tmp_path)
     assert "accuracy" in out and "curves.png" in out
-    out = run_cli("eval", "--checkpoint", "run/checkpoint.pkl", cwd=tmp_path)
+    out = run_cli("eval", "--checkpoint", "run/checkpoint.npz", cwd=tmp_path)
     assert out.startswith("test accuracy ")
     out = run_cli("demo", "--epochs", "1", "--out", "demo", cwd=tmp_path)
     assert "test accuracy" in out and (tmp_path / "demo/curves.png").exists()

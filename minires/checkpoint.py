@@ -1,0 +1,347 @@
+"""Checkpoints that are data, not code: minires's run checkpoints, and PyTorch's checkpoint files.
+
+A pickle names functions to call while it loads, so opening a pickled checkpoint can run any code
+its author chose (which is why PyTorch made `torch.load(weights_only=True)` its default). A minires
+checkpoint is therefore an .npz archive: each array under its own name, and one JSON document,
+meta.json, for everything else (config, schedule, loader position, history). `np.load(...,
+allow_pickle=False)` reads it and can run nothing. PyTorch's own .th/.pt/.pth files are pickles:
+load_torch_checkpoint() reads them with an unpickler that knows tensors, their storages and plain
+containers and refuses every other name. Lesson 9 saves and loads runs; PyTorch's format is
+described in torch/serialization.py.
+"""
+
+import collections
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+FORMAT, VERSION = "minires-checkpoint", 1
+META = "meta.json"  # the npz member that holds the JSON document
+TEMP_PREFIX = ".checkpoint-"  # temporary files of a write in progress; stale ones are removed
+RUN_KEYS = ("config", "model", "optimizer", "schedule", "loader", "iteration", "epoch",
+            "history", "steps", "mean", "std")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, damaged, of another format, or refused as unsafe."""
+
+
+# -- what kind of file is it? ---------------------------------------------------------------------
+
+TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # the number a legacy torch.save() file starts with
+KINDS = {
+    "empty": "the file is empty (a write that never finished?)",
+    "damaged zip": "a truncated or damaged zip archive",
+    "minires": "a minires run checkpoint",
+    "torch": "a PyTorch checkpoint",
+    "zip": "a zip archive that is neither a minires nor a PyTorch checkpoint",
+    "pickle": "a pickle, which minires does not load because a pickle can run code (minires 0.1 "
+              "wrote its checkpoints this way; train again to get a checkpoint.npz)",
+    "unknown": "neither a minires checkpoint (.npz) nor a PyTorch checkpoint (.th/.pt/.pth)",
+}
+
+
+def file_kind(path):
+    """One of KINDS's keys, from the file's first bytes; CheckpointError if it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise CheckpointError(f"{path}: {e.strerror or e}") from e
+    if not head:
+        return "empty"
+    if head.startswith(b"PK\x03\x04"):  # a zip archive: an .npz, or torch.save's default format
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except zipfile.BadZipFile:
+            return "damaged zip"
+        if META + ".npy" in names:
+            return "minires"
+        return "torch" if any(name.endswith("/data.pkl") for name in names) else "zip"
+    if head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle protocol 2..5
+        # Legacy torch.save() first pickles its magic number: LONG1 (0x8a), 10 bytes.
+        if head[2:4] == b"\x8a\x0a" and int.from_bytes(head[4:14], "little") == TORCH_MAGIC:
+            return "torch"
+        return "pickle"
+    return "unknown"
+
+
+# -- minires's run checkpoints --------------------------------------------------------------------
+
+def _split(value, arrays, path):
+    """value as JSON, each array replaced by {"$array": name} and stored in arrays[name]."""
+    if isinstance(value, dict):
+        return {key: _split(item, arrays, f"{path}/{key}" if path else key)
+                for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_split(item, arrays, f"{path}/{i}") for i, item in enumerate(value)]
+    if isinstance(value, np.ndarray):
+        arrays[path] = value
+        return {"$array": path}
+    if isinstance(value, np.generic):  # a NumPy scalar: its Python number
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"save_run: {path} is a {type(value).__name__}, which a checkpoint can't hold")
+
+
+def _join(value, arrays):
+    """The inverse of _split."""
+    if isinstance(value, dict):
+        if set(value) == {"$array"}:
+            return arrays[value["$array"]]
+        return {key: _join(item, arrays) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_join(item, arrays) for item in value]
+    return value
+
+
+def save_run(path, state):
+    """Write state (nested dicts and lists of arrays, numbers and strings) to path atomically.
+
+    The file is written under a temporary name in the same folder, flushed to disk, then renamed
+    over path: a reader (or a run killed mid-write) sees the old checkpoint or the new, never half.
+    """
+    arrays = {}
+    document = {"format": FORMAT, "version": VERSION, "state": _split(state, arrays, "")}
+    # Bytes rather than a string array: a NumPy unicode array takes 4 bytes per character.
+    arrays[META] = np.frombuffer(json.dumps(document).encode(), dtype=np.uint8)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on one file system
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def remove_stale_temp_files(folder):
+    """Delete what an interrupted save_run left in folder; returns the paths removed."""
+    stale = sorted(Path(folder).glob(TEMP_PREFIX + "*"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def _read_document(path):
+    """(the JSON document, the npz file) of a minires checkpoint; arrays are read when asked."""
+    kind = file_kind(path)
+    if kind != "minires":
+        hint = "; evaluate it with `python -m minires eval --checkpoint`" if kind == "torch" else ""
+        raise CheckpointError(f"{path}: not a minires checkpoint: {KINDS[kind]}{hint}")
+    try:
+        npz = np.load(path, allow_pickle=False)  # allow_pickle=False: data, never code
+        document = json.loads(npz[META].tobytes())
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path}: truncated or damaged ({e})") from e
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: its {META} does not describe a {FORMAT}")
+    if not isinstance(document.get("version"), int) or document["version"] > VERSION:
+        raise CheckpointError(f"{path}: format version {document.get('version')!r}; this minires "
+                              f"reads version {VERSION} and older (a newer minires wrote it?)")
+    state = document.get("state")
+    missing = [key for key in RUN_KEYS if key not in state] if isinstance(state, dict) else RUN_KEYS
+    if missing:
+        raise CheckpointError(f"{path}: not a complete run checkpoint: no {', '.join(missing)}")
+    return document, npz
+
+
+def load_run_config(path):
+    """Only the config of the run saved at path (its arrays stay unread)."""
+    document, npz = _read_document(path)
+    npz.close()
+    return document["state"]["config"]
+
+
+def load_run(path):
+    """The state that save_run wrote to path; a one-line CheckpointError for anything else."""
+    document, npz = _read_document(path)
+    try:
+        with npz:
+            arrays = {name: npz[name] for name in npz.files if name != META}
+        return _join(document["state"], arrays)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path}: truncated or damaged ({e})") from e
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: {META} names an array the file lacks ({e})") from e
+
+
+# -- PyTorch's checkpoint files, without PyTorch ---------------------------------------------------
+
+# torch.<Name>Storage -> the NumPy dtype of its elements (bfloat16, which NumPy lacks, is read as
+# its 16 bits and widened to float32 afterwards).
+STORAGE_DTYPES = {
+    "DoubleStorage": "f8", "FloatStorage": "f4", "HalfStorage": "f2", "BFloat16Storage": "u2",
+    "LongStorage": "i8", "IntStorage": "i4", "ShortStorage": "i2", "CharStorage": "i1",
+    "ByteStorage": "u1", "BoolStorage": "?", "ComplexFloatStorage": "c8",
+    "ComplexDoubleStorage": "c16",
+}
+# Tuples, which a pickle cannot modify after they are built: only these can reach the code below.
+StorageType = collections.namedtuple("StorageType", "name")
+StorageRef = collections.namedtuple("StorageRef", "key offset type")  # offset: in elements
+TensorRef = collections.namedtuple("TensorRef", "storage offset size stride")
+
+
+def _rebuild_tensor(storage, offset, size, stride, *unused):
+    """Stands in for torch._utils._rebuild_tensor(_v2): the storages are read after the pickle."""
+    return TensorRef(storage, offset, size, stride)
+
+
+def _rebuild_parameter(data, *unused):
+    """Stands in for torch._utils._rebuild_parameter: an nn.Parameter is its tensor."""
+    return data
+
+
+class _TorchUnpickler(pickle.Unpickler):
+    """Builds a torch.save() pickle's containers, with TensorRef for tensors; refuses the rest."""
+
+    ALLOWED = {
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+        ("collections", "OrderedDict"): collections.OrderedDict,
+    }
+
+    def __init__(self, file, path):
+        super().__init__(file, encoding="utf-8")
+        self.path = path
+        self.storages = {}  # key -> (storage type name, number of elements), as declared
+
+    def find_class(self, module, name):
+        if module == "torch" and name in STORAGE_DTYPES:
+            return StorageType(name)
+        if (module, name) in self.ALLOWED:
+            return self.ALLOWED[module, name]
+        raise CheckpointError(f"{self.path}: refusing to load {module}.{name}: a checkpoint "
+                              "read without PyTorch may hold only tensors and plain containers")
+
+    def persistent_load(self, pid):
+        # ("storage", storage type, key, location, number of elements[, view, in old files])
+        if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"
+                and isinstance(pid[1], StorageType)):
+            raise CheckpointError(f"{self.path}: unexpected persistent id {pid!r}")
+        key = str(pid[2])
+        self.storages[key] = (pid[1].name, int(pid[4]))
+        view = pid[5] if len(pid) == 6 else None
+        # PyTorch < 1.0 pickled views of a storage as (view key, offset, size) beside it.
+        return StorageRef(key, 0 if view is None else int(view[1]), pid[1].name)
+
+
+def _dtype(type_name, order):
+    return np.dtype(STORAGE_DTYPES[type_name]).newbyteorder(order)
+
+
+def _tensor(ref, storages, path):
+    """The NumPy view of a storage that TensorRef describes, after checking it lies inside."""
+    data = storages[ref.storage.key]
+    offset = ref.storage.offset + int(ref.offset)
+    size, stride = tuple(int(n) for n in ref.size), tuple(int(s) for s in ref.stride)
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride))  # the last element it reads
+    if (len(size) != len(stride) or min(size + stride + (offset,)) < 0
+            or (0 not in size and last >= len(data))):
+        raise CheckpointError(f"{path}: a tensor of size {size}, stride {stride}, offset {offset} "
+                              f"does not fit in its storage of {len(data)} elements")
+    item = data.itemsize
+    # np.ndarray over the storage's buffer is a view, as a torch tensor is: tensors that share
+    # a storage share memory here too.
+    x = np.ndarray(size, data.dtype, buffer=data, offset=offset * item,
+                   strides=tuple(s * item for s in stride))
+    if ref.storage.type == "BFloat16Storage":  # bfloat16 is the high 16 bits of a float32
+        return np.left_shift(x.astype(np.uint32), 16, dtype=np.uint32).view(np.float32)
+    return x
+
+
+def _resolve(value, storages, path):
+    """value with every TensorRef replaced by its array (and a bare storage by its elements)."""
+    if isinstance(value, TensorRef):
+        return _tensor(value, storages, path)
+    if isinstance(value, StorageRef):
+        return storages[value.key][value.offset:]
+    if isinstance(value, dict):
+        return type(value)((key, _resolve(item, storages, path)) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value)(_resolve(item, storages, path) for item in value)
+    return value
+
+
+def _read_zip(path):
+    """torch.save()'s format since PyTorch 1.6: <name>/data.pkl and <name>/data/<storage key>."""
+    with zipfile.ZipFile(path) as archive:
+        pickle_name = next(name for name in archive.namelist() if name.endswith("/data.pkl"))
+        prefix = pickle_name[:-len("data.pkl")]
+        order = "<"
+        if prefix + "byteorder" in archive.namelist():
+            order = ">" if archive.read(prefix + "byteorder") == b"big" else "<"
+        with archive.open(pickle_name) as f:
+            unpickler = _TorchUnpickler(f, path)
+            value = unpickler.load()
+        storages = {}
+        for key, (type_name, numel) in unpickler.storages.items():
+            dtype = _dtype(type_name, order)
+            raw = archive.read(f"{prefix}data/{key}")
+            if len(raw) != numel * dtype.itemsize:
+                raise CheckpointError(f"{path}: storage {key} holds {len(raw)} bytes, its "
+                                      f"{numel} elements need {numel * dtype.itemsize}")
+            storages[key] = np.frombuffer(bytearray(raw), dtype)  # bytearray: writable
+    return value, storages
+
+
+def _read_legacy(path):
+    """torch.save()'s format before PyTorch 1.6: five pickles, then each storage's elements."""
+    with open(path, "rb") as f:
+        file_size = os.fstat(f.fileno()).st_size
+        _TorchUnpickler(f, path).load()  # the magic number, which file_kind checked
+        _TorchUnpickler(f, path).load()  # the protocol version (1001)
+        info = _TorchUnpickler(f, path).load()  # {"little_endian": ..., "type_sizes": ...}
+        order = "<" if not isinstance(info, dict) or info.get("little_endian", True) else ">"
+        unpickler = _TorchUnpickler(f, path)
+        value = unpickler.load()
+        keys = _TorchUnpickler(f, path).load()  # the order in which the storages follow
+        storages = {}
+        for key in keys:  # each: its number of elements (int64), then the elements
+            type_name, numel = unpickler.storages[key]
+            dtype = _dtype(type_name, order)
+            count = int.from_bytes(f.read(8), "little" if order == "<" else "big", signed=True)
+            if count != numel or f.tell() + numel * dtype.itemsize > file_size:
+                raise CheckpointError(f"{path}: storage {key} is cut short or mislabelled")
+            storages[key] = np.frombuffer(bytearray(f.read(numel * dtype.itemsize)), dtype)
+    return value, storages
+
+
+def load_torch_checkpoint(path):
+    """A PyTorch checkpoint file (.th, .pt, .pth) as Python objects, tensors as NumPy arrays.
+
+    Reads both of torch.save()'s formats (the zip archive, and the legacy one of older PyTorch
+    and of the public akamaster/pytorch_resnet_cifar10 files) without importing torch. Only
+    tensors, dicts, OrderedDicts, lists, tuples, numbers and strings are built; a file that asks
+    for anything else (a whole pickled nn.Module, a function call) is refused with a
+    CheckpointError and nothing of it runs. Each tensor becomes a view of its storage with the
+    tensor's offset and strides, so tensors that shared a storage still share memory.
+    An akamaster checkpoint gives {"epoch": ..., "best_prec1": ..., "state_dict": {...}}, whose
+    state_dict models.load_torch_state_dict() loads.
+    """
+    kind = file_kind(path)
+    if kind != "torch":
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint: {KINDS[kind]}")
+    try:
+        with open(path, "rb") as f:
+            is_zip = f.read(4) == b"PK\x03\x04"
+        value, storages = _read_zip(path) if is_zip else _read_legacy(path)
+        return _resolve(value, storages, path)
+    except CheckpointError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
+            AttributeError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"{path}: truncated or damaged PyTorch checkpoint "
+                              f"({type(e).__name__}: {e})") from e
