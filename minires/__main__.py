@@ -1,75 +1,136 @@
 """The command line: `python -m minires train | eval | demo` (lesson 9 walks through a run).
 
     python -m minires train --model resnet20 --epochs 182 --device gpu --data cifar-10-python.tar.gz
-    python -m minires eval --checkpoint runs/run/checkpoint.pkl
+    python -m minires train --out runs/run --resume
+    python -m minires eval --checkpoint runs/run/checkpoint.npz
+    python -m minires eval --checkpoint resnet20-12fca82f.th --data cifar-10-python.tar.gz
     python -m minires demo
+
+A mistake (an option out of range, a missing or damaged file) gets one line, `minires: error:
+...`, and exit status 2; Ctrl-C during a run says where its checkpoint is and exits with 1.
+--debug (or MINIRES_DEBUG=1) shows the full traceback instead.
 """
 
 import argparse
+import os
 import sys
+from dataclasses import asdict
 
 from . import train as training
+
+# The train options that make a TrainConfig. They default to None here, so that with --resume
+# the options the user left out come from the checkpoint (TrainConfig holds the real defaults).
+CONFIG_OPTIONS = ("model", "shortcut", "iters", "epochs", "batch", "lr", "schedule", "device",
+                  "data", "val", "seed")
 
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m minires", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (or set MINIRES_DEBUG=1)")
 
-    p = commands.add_parser("train", help="train a CIFAR ResNet or plain net")
-    p.add_argument("--model", default="resnet20", help="resnetN or plainN, N = 6n+2 (default "
-                   "resnet20)")
-    p.add_argument("--shortcut", default="A", choices="ABC", help="He et al.'s option A, B or C")
+    p = commands.add_parser("train", parents=[common], help="train a CIFAR ResNet or plain net")
+    p.add_argument("--model", help="resnetN or plainN, N = 6n+2 (default resnet20)")
+    p.add_argument("--shortcut", choices="ABC", help="He et al.'s option A (default), B or C")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--iters", type=int, help="total iterations (the paper: 64000)")
     length.add_argument("--epochs", type=int, help="epochs instead of --iters")
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--schedule", default="paper", choices=["paper", "cosine"],
-                   help="paper: /10 at 50%% and 75%% of the run; cosine: cosine decay")
-    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    p.add_argument("--batch", type=int, help="batch size (default 128)")
+    p.add_argument("--lr", type=float, help="learning rate (default 0.1)")
+    p.add_argument("--schedule", choices=["paper", "cosine"],
+                   help="paper (default): /10 at 50%% and 75%% of the run; cosine: cosine decay")
+    p.add_argument("--device", choices=["cpu", "gpu"], help="default cpu")
     p.add_argument("--data", help="CIFAR-10 tarball or folder, or 'sample' for the embedded "
                    "sample (default: $MINIRES_DATA or ~/.cache/minires, downloading if needed)")
-    p.add_argument("--val", action="store_true", help="hold out 5k training images (the paper's "
-                   "45k/5k split) and evaluate on them instead of the test set")
-    p.add_argument("--out", default="runs/run", help="folder for checkpoint, metrics and plot")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    p.add_argument("--val", action="store_true", default=None, help="hold out 5k training "
+                   "images (the paper's 45k/5k split) and evaluate on them, not the test set")
+    p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--out", default="runs/run", help="folder for checkpoint, metrics and plot "
+                   "(default runs/run)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run in --out, with "
+                       "its options (give only those you repeat or, with --change-config, change)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="start afresh in an --out that holds a run, replacing it")
+    p.add_argument("--change-config", action="store_true",
+                   help="with --resume: continue with the options given here where they differ")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = commands.add_parser("eval", help="test accuracy of a checkpoint")
-    p.add_argument("--checkpoint", required=True)
+    p = commands.add_parser("eval", parents=[common], help="test accuracy of a checkpoint")
+    p.add_argument("--checkpoint", required=True, help="a minires checkpoint.npz, or a PyTorch "
+                   ".th/.pt/.pth file (akamaster/pytorch_resnet_cifar10's, say)")
     p.add_argument("--data", help="CIFAR-10 location (default: the one the run trained on)")
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    p.add_argument("--model", help="for a PyTorch file, which holds no config: resnetN or plainN "
+                   "(default resnet20)")
+    p.add_argument("--shortcut", choices="ABC", help="for a PyTorch file (default A)")
 
-    p = commands.add_parser("demo", help="a two-minute CPU run on the embedded CIFAR-10 sample")
+    p = commands.add_parser("demo", parents=[common],
+                            help="a two-minute CPU run on the embedded CIFAR-10 sample")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--epochs", type=int, default=15)
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def train_config(args):
+    """The TrainConfig the train options ask for; with --resume, the run's own for the rest."""
+    given = {name: getattr(args, name) for name in CONFIG_OPTIONS
+             if getattr(args, name) is not None}
+    base = {}
+    if args.resume and os.path.exists(os.path.join(args.out, training.CHECKPOINT)):
+        base = training.saved_config(args.out)
+        if "iters" in given or "epochs" in given:  # a new length replaces the old, whichever
+            base.update(iters=None, epochs=None)
+    return training.TrainConfig(**{**base, **given, "out": args.out})
+
+
+def run(args):
     if args.command == "train":
-        config = training.TrainConfig(
-            model=args.model, shortcut=args.shortcut, iters=args.iters, epochs=args.epochs,
-            batch=args.batch, lr=args.lr, schedule=args.schedule, device=args.device,
-            data=args.data, val=args.val, out=args.out, seed=args.seed)
-        summary = training.train(config, resume=args.resume, progress=not args.no_progress)
+        summary = training.train(train_config(args), resume=args.resume,
+                                 overwrite=args.overwrite, change_config=args.change_config,
+                                 progress=not args.no_progress)
         print(f"{summary['evaluated_on']} accuracy {summary['test_accuracy']:.4f} after "
               f"{summary['iterations']} iterations; plot: {summary['plot']}")
     elif args.command == "eval":
         loss, error = training.evaluate_checkpoint(args.checkpoint, data_path=args.data,
-                                                   device=args.device)
+                                                   device=args.device, model=args.model,
+                                                   shortcut=args.shortcut)
         print(f"test accuracy {1 - error:.4f} (loss {loss:.4f})")
     elif args.command == "demo":
         config = training.TrainConfig(model="resnet8", epochs=args.epochs, batch=64, lr=0.05,
                                       schedule="cosine", data="sample", out=args.out)
+        # Running the demo again replaces the last demo, but no other run kept in that folder.
+        checkpoint = os.path.join(args.out, training.CHECKPOINT)
+        overwrite = (os.path.exists(checkpoint)
+                     and training.saved_config(args.out) == asdict(config))
         print("demo: ResNet-8 on the embedded CIFAR-10 sample (1,000 training and 500 test "
               "images), CPU")
-        summary = training.train(config)
+        summary = training.train(config, overwrite=overwrite)
         print(f"test accuracy {summary['test_accuracy']:.4f} (chance: 0.10) after "
               f"{summary['iterations']} iterations; plot: {summary['plot']}")
     return 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("MINIRES_DEBUG", "0") not in ("", "0")
+    try:
+        return run(args)
+    except KeyboardInterrupt as e:
+        if debug:
+            raise
+        # A run's RunInterrupted says where its checkpoint is; elsewhere nothing was being saved.
+        print(f"minires: {str(e) or 'interrupted'}", file=sys.stderr)
+        return 1
+    # minires's own errors are ValueErrors (ConfigError, CheckpointError, DatasetError) and
+    # RuntimeErrors (TrainingDiverged, a state_dict that does not fit); a file is an OSError.
+    except (ValueError, RuntimeError, OSError) as e:
+        if debug:
+            raise
+        print(f"minires: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

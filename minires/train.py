@@ -263,7 +263,10 @@ def train(config, resume=False, overwrite=False, change_config=False, progress=T
     state = None
     if resume:
         if not os.path.exists(path):
-            raise CheckpointError(f"{path}: no checkpoint to --resume from")
+            old = os.path.exists(os.path.join(config.out, "checkpoint.pkl"))
+            raise CheckpointError(f"{path}: no checkpoint to --resume from" + (
+                " (the checkpoint.pkl beside it is a pickle of minires 0.1: pickles can run code, "
+                "so this version does not read them)" if old else ""))
         state = load_checkpoint(path)
         differences = config_differences(state["config"], config)
         if differences and not change_config:
