@@ -9,14 +9,15 @@ Start with lessons/README.md; minires/tensor.py and minires/ops/ are the engine 
 
 from . import functional, models, nn, optim
 from .backends import gpu_available
+from .checkpoint import CheckpointError, load_torch_checkpoint
 from .function import Function, no_grad
 from .gradcheck import GradcheckError, gradcheck
 from .summary import summary
 from .tensor import Tensor, tensor
 
 __all__ = [
-    "Function", "GradcheckError", "Tensor", "functional", "gpu_available", "gradcheck",
-    "no_grad", "tensor",
+    "CheckpointError", "Function", "GradcheckError", "Tensor", "functional", "gpu_available",
+    "gradcheck", "load_torch_checkpoint", "no_grad", "tensor",
     "models", "nn", "optim", "summary",
 ]
 __version__ = "0.1.0"

@@ -219,7 +219,8 @@ class _TorchUnpickler(pickle.Unpickler):
         self.storages = {}  # key -> (storage type name, number of elements), as declared
 
     def find_class(self, module, name):
-        if module == "torch" and name in STORAGE_DTYPES:
+        # torch.cuda.<Name>Storage: a file saved from a GPU model by PyTorch < 1.0
+        if module in ("torch", "torch.cuda") and name in STORAGE_DTYPES:
             return StorageType(name)
         if (module, name) in self.ALLOWED:
             return self.ALLOWED[module, name]
