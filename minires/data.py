@@ -20,7 +20,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .backends import check_device, to_device
-from .download import DownloadError, cache_dir, cached_file, md5sum
+from .download import CHUNK, DownloadError, cache_dir, cached_file, md5sum
 from .tensor import Tensor
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -96,6 +96,11 @@ def _read_tarball(path):
             name = member.name.rsplit("/", 1)[-1]
             if member.isfile() and name in TRAIN_BATCHES + (TEST_BATCH,):
                 batches[name] = _read_batch(archive.extractfile(member), f"{path}:{member.name}")
+        # tarfile stops at the archive's end marker, before the gzip trailer, so gzip would
+        # never compare its CRC-32: reading on to the end makes it, and a flipped byte anywhere
+        # becomes a BadGzipFile here instead of a wrong pixel.
+        while archive.fileobj.read(CHUNK):
+            pass
     return batches
 
 
@@ -125,6 +130,8 @@ def _read(source):
             f"{source}: truncated or corrupt ({type(e).__name__}: {e}); delete it and download "
             "or copy it again"
         ) from e
+    except OSError as e:  # a file or folder we may not read, a disk error
+        raise DatasetError(f"{e.filename or source}: cannot read it ({e.strerror or e})") from e
     missing = [name for name in TRAIN_BATCHES + (TEST_BATCH,) if name not in batches]
     if missing:
         raise DatasetError(

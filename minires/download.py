@@ -47,6 +47,9 @@ def download_file(url, dest, md5):
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    # A download that was killed (not one that failed: that cleans up below) left its part file.
+    for stale in dest.parent.glob(dest.name + ".*.part"):
+        stale.unlink(missing_ok=True)
     # The temporary file lives in dest's folder so that os.replace below is a rename, not a copy.
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
     try:

@@ -186,13 +186,19 @@ def test_env_var_names_the_data(fake, monkeypatch):
     check_fake(load_cifar10())
 
 
-@pytest.mark.parametrize("make", ["truncated", "random"])
+@pytest.mark.parametrize("make", ["truncated", "random", "crc", "length"])
 def test_corrupt_archive_names_the_file(fake, tmp_path, make):
     whole = (fake / "tar/cifar-10-python.tar.gz").read_bytes()
     if make == "truncated":
         content = whole[: len(whole) // 2]
-    else:
+    elif make == "random":
         content = np.random.default_rng(0).bytes(100_000)  # seeded, so the test repeats exactly
+    else:
+        # The gzip trailer: CRC-32 of the data, then its length. Every image decompresses as it
+        # should; only reading the stream to its end reveals that this file is not what was
+        # written (before, such an archive loaded without a word).
+        content = bytearray(whole)
+        content[-8 if make == "crc" else -1] ^= 0x01
     path = tmp_path / "cifar-10-python.tar.gz"
     path.write_bytes(content)
     with pytest.warns(UserWarning, match="md5"), pytest.raises(DatasetError) as error:
@@ -301,6 +307,14 @@ def test_download_cut_off_midway_leaves_nothing(no_env, monkeypatch):
 def test_no_download_when_not_allowed(no_env):
     with pytest.raises(DatasetError, match="download=False"):
         load_cifar10(download=False)
+
+
+def test_a_killed_downloads_part_file_is_removed_by_the_next(fake, no_env, monkeypatch):
+    no_env.mkdir()
+    (no_env / "cifar-10-python.tar.gz.k1lled.part").write_bytes(b"the first megabyte")
+    fake_official(monkeypatch, fake)
+    check_fake(load_cifar10())
+    assert sorted(p.name for p in no_env.iterdir()) == ["cifar-10-python.tar.gz"]
 
 
 def test_cached_archive_with_wrong_md5_is_refused(no_env):
