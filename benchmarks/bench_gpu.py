@@ -73,7 +73,7 @@ def median_ms(function, synchronize, repeat):
 
 
 def bench_gemm(cupy, args):
-    from minires.backends import gpu
+    from minires.backends.cuda import gpu
 
     print("\n1. GEMM, ms (TFLOP/s); ratio = time / cuBLAS time")
     sync = cupy.cuda.Device().synchronize
@@ -113,7 +113,7 @@ def bench_gemm(cupy, args):
 def bench_conv(cupy, torch, args):
     import minires
     from minires import functional as F
-    from minires.backends import gpu
+    from minires.backends.cuda import gpu
 
     print("\n2. conv2d 3x3, ms; ratio = minires time / PyTorch time")
     sync = cupy.cuda.Device().synchronize

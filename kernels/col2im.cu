@@ -1,6 +1,6 @@
 /* col2im.cu: the adjoint of im2col, folding columns back onto the image (lessons 4 and 10).
 
-   What it computes (minires/backends/cpu.py's col2im, the specification): every entry of cols
+   What it computes (minires/backends/reference.py's col2im, the specification): every entry of cols
    was copied from one pixel of x by im2col; col2im adds each entry back onto that pixel,
        x[n][c][h][w] = sum over (kh, kw, oh, ow) with oh*stride_h + kh - pad_h == h
                                                 and ow*stride_w + kw - pad_w == w

@@ -1,6 +1,6 @@
 /* gemm.cu: C = op(A) @ op(B) in float32, two versions side by side (lessons 5 and 10).
 
-   What it computes (minires/backends/cpu.py's gemm, the specification): op(A) is (M, K) and
+   What it computes (minires/backends/reference.py's gemm, the specification): op(A) is (M, K) and
    op(B) is (K, N), where op transposes when asked:
        A is stored (M, K) row-major, or (K, M) when trans_a: op(A)[m][k] = A[k*M + m]
        B is stored (K, N) row-major, or (N, K) when trans_b: op(B)[k][n] = B[n*K + k]
@@ -96,7 +96,7 @@ extern "C" __global__ void gemm_naive(const float* __restrict__ A, const float* 
 
 // ------------------------------------------------------------------------------------------------
 // Version 2: shared-memory tiles, a 4x4 register block per thread, optional split K.
-// minires/backends/gpu.py repeats these sizes (a test checks that they agree).
+// minires/backends/cuda/gpu.py repeats these sizes (a test checks that they agree).
 
 constexpr int BM = 64;                             // rows of C per block
 constexpr int BN = 64;                             // columns of C per block

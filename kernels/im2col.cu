@@ -1,6 +1,6 @@
 /* im2col.cu: unfold every KH x KW window of x into one column of cols (lessons 4 and 10).
 
-   What it computes (minires/backends/cpu.py's im2col, the specification):
+   What it computes (minires/backends/reference.py's im2col, the specification):
        cols[(c*KH + kh)*KW + kw][(n*H_out + oh)*W_out + ow]
            = x[n][c][oh*stride_h + kh - pad_h][ow*stride_w + kw - pad_w]
    and 0 where the window hangs over the zero padding. conv2d's forward pass is then one GEMM,

@@ -22,7 +22,7 @@
 # We write the convolution three ways and check that they agree: as plain loops (the
 # definition), as **im2col + one matrix product** (how minires, Caffe, Chainer and early cuDNN
 # compute it), and through `minires.functional.conv2d`. Then the backward pass, where the
-# adjoint of im2col, **col2im**, appears. `minires/backends/cpu.py` is the reference code.
+# adjoint of im2col, **col2im**, appears. `minires/backends/reference.py` is the reference code.
 
 # %%
 # ruff: noqa: E402
@@ -39,7 +39,7 @@ import numpy as np
 import minires
 import minires.functional as F
 from minires import lesson
-from minires.backends.cpu import col2im, conv_output_size, gemm, im2col
+from minires.backends.reference import col2im, conv_output_size, gemm, im2col
 from minires.data import load_sample
 
 parser = lesson.parser("Lesson 4: convolution",
@@ -209,9 +209,10 @@ assert np.isclose(left, right)
 # Three backward passes that must agree: by loops, straight from the definition (each output
 # element passes $dy[n,o,i,j]$ times its weights back to its window of $x$, and times its window
 # of $x$ to the weights); by the two GEMMs and col2im above; and through minires's `conv2d`
-# (`Convolution2D` in `minires/ops/conv.py`). On a GPU minires computes exactly the column
-# version; on a CPU it may call a compiled kernel (`backends/cpu_fast.py`) that forms the same
-# sums without building the column matrix. Agreement is what tells us all of them are right.
+# (`Convolution2D` in `minires/ops/conv.py`). The op calls its backend's `conv2d_backward`: the
+# reference backend's is exactly the column version above (`minires/backends/reference.py`); by
+# default a CPU runs the numba backend's, which forms the same sums without building the column
+# matrix (section 6). Agreement is what tells us all of them are right.
 
 # %%
 def conv2d_backward_loops(x, w, dy, stride=1, padding=0):
@@ -290,10 +291,37 @@ for ax in axes:
 lesson.save(fig, OUT / "04_sobel.png")
 
 # %% [markdown]
+# ## 6. The reference inside a real network
+#
+# Every op in minires asks `get_backend(x)` which code to run. On the CPU that is the numba
+# backend unless a `with minires.backends.using("reference"):` block says otherwise; inside it,
+# every convolution of a ResNet runs the `im2col` and `gemm` of this lesson. We count the
+# `im2col` calls with a wrapper, run the same ResNet-8 both ways, and compare the logits.
+
+# %%
+from minires import backends, models  # noqa: E402
+
+reference = backends.backend("reference")
+im2col_calls = []
+reference.im2col = lambda *args: im2col_calls.append(args[0].shape) or im2col(*args)
+net = models.resnet_cifar(8)
+images = minires.tensor(rng.standard_normal((4, 3, 32, 32)).astype(np.float32))
+logits_numba = net(images).numpy()
+with backends.using("reference"):
+    logits_reference = net(images).numpy()
+del reference.im2col  # back to the class's own im2col
+print(f"im2col calls: {len(im2col_calls)}, the first on {im2col_calls[0]}; largest logit "
+      f"difference, reference vs numba: {np.abs(logits_reference - logits_numba).max():.1e}")
+assert len(im2col_calls) == 7  # ResNet-8: the first conv, then 3 blocks of 2 convs
+assert np.allclose(logits_reference, logits_numba, atol=1e-4)
+
+# %% [markdown]
 # ## What we have
 #
 # - A convolution is a dot product of a filter with every window of the input.
 # - im2col turns all the windows into one matrix, so the layer is one GEMM; it costs memory.
 # - The backward pass is two more GEMMs, and col2im, the adjoint of im2col, sums the gradient of
 #   every copy of a pixel back onto it.
+# - This NumPy code is the reference backend; `backends.using("reference")` runs it inside any
+#   model, and the numba and CUDA backends are tested against it.
 # - Lesson 10 reads the CUDA versions of im2col, col2im and the GEMM beside this NumPy code.

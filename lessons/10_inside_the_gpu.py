@@ -19,17 +19,16 @@
 # for 128 images: some 10^15 operations, days for NumPy, well under an hour for a GPU. minires
 # runs on an NVIDIA GPU through CuPy, with its own CUDA kernels for the three functions
 # convolution rests on: `im2col`, `col2im` and the GEMM (lesson 4). This lesson reads them
-# beside their NumPy specification in `minires/backends/cpu.py`.
+# beside their NumPy specification in `minires/backends/reference.py`.
 #
 # No GPU? Everything below still runs. minires ships a **CUDA emulator**
-# (`minires.backends.emulated_gpu()`): it compiles the very same `.cu` files with g++ and runs
-# every thread of every block on the CPU, with NumPy arrays as device memory, checking each
-# memory access on the way. The last section runs on a real GPU when there is one
-# (`minires.gpu_available()`); `--full` makes its benchmark bigger.
+# (`minires.backends.using("cuda")` on NumPy arrays): it compiles the very same `.cu` files
+# with g++ and runs every thread of every block on the CPU, with NumPy arrays as device
+# memory, checking each memory access on the way. The last section runs on a real GPU when
+# there is one (`minires.gpu_available()`); `--full` makes its benchmark bigger.
 
 # %%
 # ruff: noqa: E402
-import contextlib
 import inspect
 import time
 from pathlib import Path
@@ -39,38 +38,45 @@ import numpy as np
 import minires
 import minires.functional as F
 from minires import backends, lesson, models, nn
-from minires.backends import cpu, emulator, launch
+from minires.backends import reference
+from minires.backends.cuda import emulator, launch
 
 parser = lesson.parser("Lesson 10: inside the GPU",
                        full_help="a larger benchmark on a real GPU")
 args, OUT = lesson.parse(parser)
 
 # %% [markdown]
-# ## 1. The seam: one op, two backends
+# ## 1. The seam: one op, three backends
 #
-# Ops never ask "am I on the GPU?". They ask their arrays: `get_array_module(x)` returns
-# `numpy` or `cupy`, and `get_backend(x)` returns the module with `im2col`, `col2im` and
-# `gemm` for those arrays: `backends/cpu.py` or `backends/gpu.py`, the same three functions
-# with the same signatures. The column path of `Convolution2D.forward` (in
-# `minires/ops/conv.py`), the one every GPU run takes, is written once for both:
+# Ops never ask "am I on the GPU?" (or on the CPU). Each op's forward and backward ask
+# `get_backend(x)` and call that backend's kernel; `Convolution2D.forward` in
+# `minires/ops/conv.py` is
 #
 # ```python
-# backend = get_backend(x)
-# cols = backend.im2col(x, KH, KW, self.stride, self.padding)
-# y = backend.gemm(w.reshape(C_out, -1), cols)
+# self.backend, self.has_bias = get_backend(x), b is not None
+# y, self.saved = self.backend.conv2d_forward(x, w, b, self.stride, self.padding)
 # ```
 #
-# Inside `emulated_gpu()`, `get_backend` hands NumPy arrays to the GPU backend, whose kernels
-# then run in the emulator.
+# Every backend has the same kernels with the same signatures: `reference` (NumPy, the
+# specification: `backends/reference.py`), `numba` (compiled CPU kernels, the default for NumPy
+# arrays) and `cuda` (always, for CuPy arrays). The CUDA backend is the reference with three
+# functions swapped: `im2col`, `col2im` and `gemm` become our CUDA kernels (`backends/cuda/`),
+# so its `conv2d_forward` is the reference's column code running on them.
+# `backends.using("cuda")` sends NumPy arrays there too, and the kernels run in the emulator.
 
 # %%
 x = np.zeros((1, 1, 4, 4), np.float32)
-print("NumPy array:              ", backends.get_backend(x).__name__)
-with backends.emulated_gpu():
-    print("NumPy array, emulated GPU:", backends.get_backend(x).__name__)
-    assert backends.get_backend(x).__name__ == "minires.backends.gpu"
+print("NumPy array:                        ", backends.get_backend(x))
+with backends.using("cuda"):
+    print("NumPy array, inside using(\"cuda\"):", backends.get_backend(x))
+    assert backends.get_backend(x).name == "cuda"
+cuda = backends.backend("cuda")
+print("the CUDA backend's im2col:", cuda.im2col.__module__, "; its conv2d_forward:",
+      type(cuda).conv2d_forward.__qualname__)
+assert cuda.im2col.__module__ == "minires.backends.cuda.gpu"
+assert type(cuda).conv2d_forward is reference.Reference.conv2d_forward
 print("a real GPU here:", minires.gpu_available())
-assert backends.get_backend(x) is cpu
+assert backends.get_backend(x).name == "numba"
 
 # %% [markdown]
 # ## 2. im2col: the specification and the kernel
@@ -82,7 +88,7 @@ assert backends.get_backend(x) is cpu
 # writes 0 in the padding).
 
 # %%
-print(inspect.getsource(cpu.im2col))
+print(inspect.getsource(reference.im2col))
 source = launch.kernel_source("im2col.cu")
 body = source[source.index('extern "C"'):]
 print(body)
@@ -90,14 +96,14 @@ print(body)
 # %% [markdown]
 # The header comment of `kernels/im2col.cu` (read it in full) gives the index math. Here it is
 # in NumPy, for every thread at once: `i` runs over all elements of `cols`, and each line is the
-# kernel's line. If the math is right, it reproduces `cpu.im2col` exactly.
+# kernel's line. If the math is right, it reproduces `reference.im2col` exactly.
 
 # %%
 def im2col_by_thread_index(x, KH, KW, stride, padding):
     N, C, H, W = x.shape
     (sh, sw), (ph, pw) = stride, padding
-    H_out = cpu.conv_output_size(H, KH, sh, ph)
-    W_out = cpu.conv_output_size(W, KW, sw, pw)
+    H_out = reference.conv_output_size(H, KH, sh, ph)
+    W_out = reference.conv_output_size(W, KW, sw, pw)
     n_cols = N * H_out * W_out
     i = np.arange(C * KH * KW * n_cols)  # one "thread" per element of cols
     row, col = i // n_cols, i % n_cols
@@ -113,8 +119,8 @@ rng = np.random.default_rng(0)
 x = rng.standard_normal((2, 3, 7, 6)).astype(np.float32)
 for stride, padding in [((1, 1), (1, 1)), ((2, 2), (0, 0)), ((2, 1), (1, 2))]:
     same = np.array_equal(im2col_by_thread_index(x, 3, 3, stride, padding),
-                           cpu.im2col(x, 3, 3, stride, padding))
-    print(f"stride {stride}, padding {padding}: thread-index im2col == cpu.im2col: {same}")
+                           reference.im2col(x, 3, 3, stride, padding))
+    print(f"stride {stride}, padding {padding}: thread-index im2col == reference.im2col: {same}")
     assert same
 
 # %% [markdown]
@@ -133,7 +139,7 @@ print(f"cols: {C * KH * KW} x {N * H * W} = {cols_size:,} elements -> grid of {b
       f"blocks of 256 threads")
 assert blocks * 256 >= cols_size > (blocks - 1) * 256
 
-from minires.backends import gpu  # noqa: E402  (pure Python: imports no CuPy)
+from minires.backends.cuda import gpu  # noqa: E402  (pure Python: imports no CuPy)
 
 for name, (M, K, P) in {"forward  y = W @ cols": (16, 144, N * H * W),
                         "weights  dW = dy @ cols^T": (16, N * H * W, 144)}.items():
@@ -150,25 +156,25 @@ for name, (M, K, P) in {"forward  y = W @ cols": (16, 144, N * H * W),
 #
 # ## 4. The same kernels, run by the emulator
 #
-# Inside `emulated_gpu()` the GPU backend compiles the kernels (once, cached on disk) and runs
+# Inside `using("cuda")` the CUDA backend compiles the kernels (once, cached on disk) and runs
 # them thread by thread. Each must agree with the NumPy specification: im2col and col2im
 # exactly (they only copy and add), the GEMMs to float32 rounding.
 
 # %%
-cols = cpu.im2col(x, 3, 3, (2, 1), (1, 2))
+cols = reference.im2col(x, 3, 3, (2, 1), (1, 2))
 a = rng.standard_normal((5, cols.shape[0])).astype(np.float32)
-with backends.emulated_gpu():
+with backends.using("cuda"):
     start = time.perf_counter()
     assert np.array_equal(gpu.im2col(x, 3, 3, (2, 1), (1, 2)), cols)
     assert np.allclose(gpu.col2im(cols, x.shape, 3, 3, (2, 1), (1, 2)),
-                       cpu.col2im(cols, x.shape, 3, 3, (2, 1), (1, 2)), atol=1e-5)
+                       reference.col2im(cols, x.shape, 3, 3, (2, 1), (1, 2)), atol=1e-5)
     for kind in ("naive", "tiled"):
         previous = gpu.set_gemm(kind)
-        difference = np.abs(gpu.gemm(a, cols) - cpu.gemm(a, cols)).max()
+        difference = np.abs(gpu.gemm(a, cols) - reference.gemm(a, cols)).max()
         gpu.set_gemm(previous)
         print(f"gemm_{kind}: largest difference from NumPy {difference:.1e}")
         assert difference < 1e-4
-    print(f"emulated im2col, col2im and both GEMMs agree with cpu.py "
+    print(f"emulated im2col, col2im and both GEMMs agree with reference.py "
           f"({time.perf_counter() - start:.2f} s)")
 
 # %% [markdown]
@@ -179,14 +185,15 @@ with backends.emulated_gpu():
 w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
 dy = rng.standard_normal((2, 4, 7, 6)).astype(np.float32)
 results = {}
-for where in ("cpu", "emulated gpu"):
+for name in ("reference", "cuda"):
     xt, wt = minires.tensor(x, requires_grad=True), minires.tensor(w, requires_grad=True)
-    with backends.emulated_gpu() if where == "emulated gpu" else contextlib.nullcontext():
+    with backends.using(name):
         y = F.conv2d(xt, wt, padding=1)
         y.backward(dy)
-    results[where] = (y.numpy(), xt.grad, wt.grad)
-for name, mine, ref in zip(("y", "dx", "dw"), results["emulated gpu"], results["cpu"]):
-    print(f"conv2d {name}: largest difference emulated GPU vs CPU {np.abs(mine - ref).max():.1e}")
+    results[name] = (y.numpy(), xt.grad, wt.grad)
+for name, mine, ref in zip(("y", "dx", "dw"), results["cuda"], results["reference"]):
+    print(f"conv2d {name}: largest difference, emulated CUDA vs reference "
+          f"{np.abs(mine - ref).max():.1e}")
     assert np.allclose(mine, ref, atol=1e-4)
 
 # %% [markdown]

@@ -43,6 +43,9 @@ class Function:
     Non-tensor settings (stride, axis, ...) go to __init__.
     """
 
+    inputs = None  # the input tensors, linked by __call__ when a graph is built
+    released = False  # set by release(): what backward needed is gone
+
     def __call__(self, *inputs):
         from .tensor import Tensor, as_tensor
 
@@ -56,15 +59,25 @@ class Function:
                 "move them with .to('cpu') or .to('gpu') first"
             )
         y = self.forward(*[None if x is None else x.data for x in inputs])
-        # Without a graph nothing will call backward: drop what forward saved for it right away.
         requires_grad = _grad_enabled and any(x.requires_grad for x in present)
         out = Tensor(y, requires_grad=requires_grad)
         if requires_grad:
             self.inputs = inputs
             out.creator = self
         else:
-            vars(self).clear()
+            self.release()  # without a graph nothing will call backward
         return out
+
+    def needs_input_grad(self, i):
+        """Whether input i wants a gradient (always, for an op whose forward and backward are
+        called by hand, as the exercises do), so that backward can skip work nobody uses."""
+        return self.inputs is None or (self.inputs[i] is not None and self.inputs[i].requires_grad)
+
+    def release(self):
+        """Drop everything forward saved (and the links to the inputs): the arrays are freed, and
+        the op can no longer run backward. Tensor.backward calls it on each op it is done with."""
+        vars(self).clear()
+        self.released = True
 
     def forward(self, *xs):
         raise NotImplementedError

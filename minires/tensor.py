@@ -11,8 +11,6 @@ import numpy as np
 from . import backends
 from .backends import get_array_module
 from .function import no_grad  # noqa: F401  (re-exported for `from minires.tensor import no_grad`)
-from .ops import elementwise, reduce
-from .ops import shape as shape_op
 
 
 def _is_array(data):
@@ -131,7 +129,7 @@ class Tensor:
                     key = id(x.creator)
                     grads[key] = dx if key not in grads else grads[key] + dx
             if not retain_graph:
-                vars(fn).clear()  # frees the saved arrays; marks the op as used
+                fn.release()
 
     # -- operators (each one a Function in minires/ops) ------------------------------------------
     def _lift(self, other):
@@ -225,7 +223,7 @@ def _topological_order(root):
             continue
         if id(fn) in seen:
             continue
-        if "inputs" not in vars(fn):
+        if fn.released:
             raise RuntimeError(
                 f"backward() through {type(fn).__name__} a second time: its saved arrays were "
                 "freed by the first backward(); call the first one with retain_graph=True"
@@ -246,3 +244,10 @@ def as_tensor(data):
 def tensor(data, requires_grad=False, dtype=None):
     """A new leaf tensor. Python numbers and lists become float32; arrays keep their dtype."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+# The operators above call the ops, and the ops' wrappers call as_tensor: imported here, after
+# Tensor and as_tensor exist, each op module can import this one at its top (it finds them
+# defined), and the operators look the ops up only when they run.
+from .ops import elementwise, reduce  # noqa: E402
+from .ops import shape as shape_op  # noqa: E402

@@ -1,8 +1,10 @@
 """Shared fixtures: `backend` runs a test once per backend, never through a copied test file.
 
-"cpu" is the NumPy backend. "gpu-emu" runs the GPU backend's own code (launch maths, argument
-marshalling, the very .cu kernels) on the CPU under the CUDA emulator (kernels/emu), with NumPy
-arrays standing in for device memory. "gpu" runs on a real GPU when CuPy sees one.
+"reference" is the NumPy specification, "numba" the compiled CPU kernels (the default), each
+picked with `minires.backends.using(...)`. "cuda-emu" runs the CUDA backend's own code (launch
+maths, argument marshalling, the very .cu kernels) on the CPU under the CUDA emulator
+(kernels/emu), with NumPy arrays standing in for device memory. "gpu" runs on a real GPU when
+CuPy sees one.
 """
 
 import contextlib
@@ -23,21 +25,23 @@ import minires  # noqa: E402
 from minires import backends  # noqa: E402
 
 
-def _emulator_context():
-    if shutil.which("g++") is None:
-        pytest.skip("the CUDA emulator needs g++ to build the kernels")
-    return backends.emulated_gpu()
+def _backend_context(name):
+    if name == "gpu":
+        if not minires.gpu_available():
+            pytest.skip("no CUDA GPU (or no CuPy) on this machine")
+        return contextlib.nullcontext()  # CuPy arrays always run on the CUDA backend
+    if name == "cuda-emu":
+        if shutil.which("g++") is None:
+            pytest.skip("the CUDA emulator needs g++ to build the kernels")
+        return backends.using("cuda")
+    return backends.using(name)
 
 
-@pytest.fixture(params=["cpu", "gpu-emu", "gpu"])
+@pytest.fixture(params=["reference", "numba", "cuda-emu", "gpu"])
 def backend(request):
     """Yields the backend's name; arrays are made with `backend_array(x, backend)`."""
-    name = request.param
-    if name == "gpu" and not minires.gpu_available():
-        pytest.skip("no CUDA GPU (or no CuPy) on this machine")
-    context = _emulator_context() if name == "gpu-emu" else contextlib.nullcontext()
-    with context:
-        yield name
+    with _backend_context(request.param):
+        yield request.param
 
 
 def backend_array(x, backend):

@@ -1,5 +1,5 @@
 """The GPU backend seen from the ops: conv2d and pooling, forward and backward, through gpu.py's
-code path under emulated_gpu() against the NumPy backend; the device seam without CuPy; the
+code path under emulated_gpu() against the reference backend; the device seam without CuPy; the
 kernels inside a built wheel; the GPU benchmark's message without CuPy.
 """
 
@@ -15,7 +15,8 @@ import pytest
 import minires
 from minires import backends, tensor
 from minires import functional as F
-from minires.backends import cpu, emulated_gpu, get_backend, gpu
+from minires.backends import emulated_gpu, get_backend, using
+from minires.backends.cuda import gpu
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="the emulator needs g++")
@@ -42,11 +43,7 @@ def launched(monkeypatch):
 def run(op, inputs, dy, gpu_emulated):
     """op(*tensors) and the gradients of sum(op * dy) with respect to each input."""
     tensors = [tensor(x, requires_grad=True) for x in inputs]
-    if gpu_emulated:
-        with emulated_gpu():
-            y = op(*tensors)
-            y.backward(dy)
-    else:
+    with emulated_gpu() if gpu_emulated else using("reference"):
         y = op(*tensors)
         y.backward(dy)
     return [y.numpy()] + [np.asarray(t.grad) for t in tensors]
@@ -102,13 +99,20 @@ def test_pooling_forward_and_backward_match_numpy(launched, kernel, stride, padd
 @needs_gxx
 def test_emulated_gpu_swaps_the_backend_and_restores_it():
     x = np.zeros((1, 1, 2, 2), np.float32)
-    assert get_backend(x) is cpu
+    assert get_backend(x).name == "numba"  # the default for NumPy arrays
     with emulated_gpu():
-        assert get_backend(x) is gpu
-        with emulated_gpu():
-            assert get_backend(x) is gpu
-        assert get_backend(x) is gpu  # the inner block restores, not resets
-    assert get_backend(x) is cpu
+        assert get_backend(x).name == "cuda"
+        with using("reference"):
+            assert get_backend(x).name == "reference"
+        assert get_backend(x).name == "cuda"  # the inner block restores, not resets
+    assert get_backend(x).name == "numba"
+
+
+def test_using_names_a_backend_or_says_which_exist():
+    with pytest.raises(ValueError, match="backend must be one of .*'reference'.*'numba'"):
+        with using("fast"):
+            pass
+    assert get_backend(np.zeros(1)).name == "numba"
 
 
 @needs_gxx
@@ -169,7 +173,7 @@ def test_wheel_ships_the_kernels_and_the_emulator(tmp_path):
     site = tmp_path / "site"
     subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
                    check=True, capture_output=True, timeout=120)
-    check = ("import minires, minires.backends.launch as l; print(minires.__file__); "
+    check = ("import minires, minires.backends.cuda.launch as l; print(minires.__file__); "
              "print(l.kernel_source('gemm.cu').count('extern \"C\" __global__'))")
     result = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True,
                             text=True, env={"PYTHONPATH": str(site)}, check=True, timeout=120)

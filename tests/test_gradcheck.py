@@ -13,7 +13,8 @@ class BatchNormMissingATerm(BatchNormalization):
 
     def backward(self, dy):
         dx, dgamma, dbeta = super().backward(dy)
-        return dy * self.gamma * self.inv_std, dgamma, dbeta
+        _, inv_std, gamma = self.saved  # (N, C) inputs: the reference's (x_hat, inv_std, gamma)
+        return dy * gamma * inv_std, dgamma, dbeta
 
 
 def broken_batch_norm(x, gamma):

@@ -1,4 +1,4 @@
-"""The CUDA kernels of kernels/*.cu against the NumPy specification (minires/backends/cpu.py).
+"""The CUDA kernels of kernels/*.cu against the NumPy specification (minires/backends/reference.py).
 
 Each kernel runs through the GPU backend's wrappers (gpu.py, launch.py) on NumPy arrays, so under
 the CUDA emulator (kernels/emu), with its race detector on; on awkward shapes: sizes that are not
@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minires.backends import cpu, emulator, gpu, launch
+from minires.backends import reference
+from minires.backends.cuda import emulator, gpu, launch
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the emulator needs g++")
 
@@ -70,18 +71,18 @@ def gemm_kind():
 def test_im2col_matches_numpy(x_shape, kernel, stride, padding):
     x = random(*x_shape)
     cols = gpu.im2col(x, *kernel, stride, padding)
-    expected = cpu.im2col(x, *kernel, stride, padding)
+    expected = reference.im2col(x, *kernel, stride, padding)
     assert cols.dtype == np.float32 and cols.shape == expected.shape
     np.testing.assert_array_equal(cols, expected)  # a copy: exact
 
 
 @pytest.mark.parametrize("x_shape, kernel, stride, padding", CONV_CASES)
 def test_col2im_matches_numpy(x_shape, kernel, stride, padding):
-    cols_shape = cpu.im2col(np.zeros(x_shape, np.float32), *kernel, stride, padding).shape
+    cols_shape = reference.im2col(np.zeros(x_shape, np.float32), *kernel, stride, padding).shape
     cols = random(*cols_shape)
     x = gpu.col2im(cols, x_shape, *kernel, stride, padding)
     assert x.shape == x_shape and x.flags.c_contiguous
-    np.testing.assert_allclose(x, cpu.col2im(cols, x_shape, *kernel, stride, padding),
+    np.testing.assert_allclose(x, reference.col2im(cols, x_shape, *kernel, stride, padding),
                                rtol=1e-6, atol=1e-6)
 
 
@@ -92,14 +93,14 @@ def test_gemm_matches_numpy(gemm_kind, kind, M, N, K, trans_a, trans_b):
     gpu.set_gemm(kind)
     a, b = gemm_operands(M, N, K, trans_a, trans_b)
     c = gpu.gemm(a, b, trans_a, trans_b)
-    expected = cpu.gemm(a.astype(np.float64), b.astype(np.float64), trans_a, trans_b)
+    expected = reference.gemm(a.astype(np.float64), b.astype(np.float64), trans_a, trans_b)
     assert c.shape == (M, N) and c.dtype == np.float32
     np.testing.assert_allclose(c, expected, rtol=1e-4, atol=1e-4 * np.sqrt(K))
 
 
 def test_gemm_accepts_views_and_cublas_kind(gemm_kind):
     a, b = random(30, 40), random(20, 40, seed=1)
-    expected = cpu.gemm(a, b.T)
+    expected = reference.gemm(a, b.T)
     np.testing.assert_allclose(gpu.gemm(a, b.T), expected, rtol=1e-5, atol=1e-4)  # copied first
     gpu.set_gemm("cublas")  # NumPy's matmul under the emulator
     np.testing.assert_allclose(gpu.gemm(a, b, trans_b=True), expected, rtol=1e-5, atol=1e-4)
@@ -127,9 +128,9 @@ def test_float64_takes_the_reference_path(gemm_kind):
     x = random(2, 3, 5, 4, dtype=np.float64)
     cols = gpu.im2col(x, 3, 3, (1, 1), (1, 1))
     assert cols.dtype == np.float64
-    np.testing.assert_array_equal(cols, cpu.im2col(x, 3, 3, (1, 1), (1, 1)))
+    np.testing.assert_array_equal(cols, reference.im2col(x, 3, 3, (1, 1), (1, 1)))
     dx = gpu.col2im(cols, x.shape, 3, 3, (1, 1), (1, 1))
-    np.testing.assert_array_equal(dx, cpu.col2im(cols, x.shape, 3, 3, (1, 1), (1, 1)))
+    np.testing.assert_array_equal(dx, reference.col2im(cols, x.shape, 3, 3, (1, 1), (1, 1)))
     w = random(4, 27, dtype=np.float64)
     assert gpu.gemm(w, cols).dtype == np.float64
 
@@ -180,8 +181,8 @@ def test_tiled_gemm_without_bounds_check_fails(monkeypatch, gemm_kind):
 def run_col2im_kernel(kernel_name, cols, x_shape, KH, KW, stride, padding):
     module = emulator.RawModule((BROKEN / "col2im_scatter.cu").read_text())
     N, C, H, W = x_shape
-    H_out = cpu.conv_output_size(H, KH, stride[0], padding[0])
-    W_out = cpu.conv_output_size(W, KW, stride[1], padding[1])
+    H_out = reference.conv_output_size(H, KH, stride[0], padding[0])
+    W_out = reference.conv_output_size(W, KW, stride[1], padding[1])
     x = np.zeros(x_shape, np.float32)
     args = (N, C, H, W, KH, KW, *stride, *padding, H_out, W_out)
     module.get_function(kernel_name)((launch.ceil_div(N * H_out * W_out, 256),), (256,),
@@ -192,7 +193,7 @@ def run_col2im_kernel(kernel_name, cols, x_shape, KH, KW, stride, padding):
 def test_scatter_col2im_race_is_caught():
     x_shape, conv = (1, 2, 8, 8), (3, 3, (1, 1), (1, 1))  # windows overlap: 3x3, stride 1
     cols = random(2 * 9, 64)
-    expected = cpu.col2im(cols, x_shape, *conv)
+    expected = reference.col2im(cols, x_shape, *conv)
     with pytest.raises(emulator.EmulatorError, match="data race on element .* of x"):
         run_col2im_kernel("col2im_scatter", cols, x_shape, *conv)
     with emulator.race_detection(False):  # threads interleave in x[p] += v: updates get lost

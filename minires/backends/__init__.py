@@ -1,110 +1,90 @@
-"""Backends: where arrays live and which code computes on them.
+"""Backends: which code computes the ops, chosen in one place, `get_backend(x)` (lesson 10).
 
-A tensor's data is a NumPy array (device "cpu") or a CuPy array (device "gpu"). Ops never ask a
-global flag: they look at their arrays (`get_array_module`, `get_backend`) and use that. CuPy is
-imported only when the GPU is asked for. `emulated_gpu()` sends NumPy arrays through the GPU
-backend instead, its CUDA kernels run by the emulator (kernels/emu). Lesson 10 walks this seam.
+Every op asks `get_backend(x)` for the backend of its input array and calls that backend's
+kernel (`conv2d_forward`, `batch_norm_backward`, `relu_forward`, ...). Each backend provides the
+same kernels with the same signatures (reference.Reference lists them all):
+  reference  NumPy: im2col + GEMM, the specification that every other backend must match
+  numba      the same results by compiled CPU kernels: the default for NumPy arrays
+  cuda       our CUDA kernels (kernels/*.cu) through CuPy: always, for CuPy arrays
+`using(name)` picks the backend for NumPy arrays inside a with-block:
+
+    with minires.backends.using("reference"):
+        loss = cross_entropy(model(x), y)   # every op here runs the NumPy specification
+
+`using("cuda")` runs the CUDA backend on NumPy arrays: its kernels run under the CUDA emulator
+(kernels/emu), which is how the tests check the GPU path without a GPU.
 """
 
 import contextlib
-import sys
 
 import numpy as np
 
-from . import cpu, memory
-
-memory.keep_freed_memory()
-
-DEVICES = ("cpu", "gpu")
-
-GPU_INSTALL_HINT = (
-    "the GPU backend needs CuPy and an NVIDIA GPU: install the extra that matches your CUDA "
-    "driver, `pip install -e \".[gpu-cuda12]\"` (CUDA 12) or `pip install -e \".[gpu-cuda13]\"` "
-    "(CUDA 13)"
+from .devices import (
+    DEVICES,
+    GPU_INSTALL_HINT,
+    check_device,
+    device_of,
+    get_array_module,
+    gpu_available,
+    import_cupy,
+    to_device,
 )
 
+__all__ = [  # the device helpers, then the backends
+    "DEVICES", "GPU_INSTALL_HINT", "check_device", "device_of", "get_array_module",
+    "gpu_available", "import_cupy", "to_device",
+    "BACKENDS", "backend", "emulated_gpu", "get_backend", "using",
+]
 
-def _cupy_if_loaded():
-    # An array can only be a CuPy array if CuPy was imported, so this never imports it.
-    return sys.modules.get("cupy")
-
-
-def get_array_module(*arrays):
-    """numpy or cupy: the array module that owns these arrays (numpy when none is a CuPy array)."""
-    cupy = _cupy_if_loaded()
-    if cupy is not None and any(isinstance(a, cupy.ndarray) for a in arrays):
-        return cupy
-    return np
+BACKENDS = ("reference", "numba", "numba-v1", "cuda")
+_loaded = {}  # name -> backend object, made on first use
+_cpu_backend = "numba"  # what NumPy arrays get; using() changes it inside a with-block
 
 
-def device_of(array):
-    """"gpu" for a CuPy array, "cpu" for anything else."""
-    return "gpu" if get_array_module(array) is not np else "cpu"
-
-
-def check_device(device):
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
-    return device
-
-
-def import_cupy():
-    """Import CuPy for the GPU backend, or say exactly what to install."""
-    try:
-        import cupy
-    except ImportError as e:
-        raise RuntimeError(f"device 'gpu' is not available: {GPU_INSTALL_HINT}") from e
-    try:
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            raise RuntimeError("no CUDA device found")
-    except Exception as e:  # CuPy raises its own CUDARuntimeError without a driver
-        raise RuntimeError(f"device 'gpu' is not available ({e}): {GPU_INSTALL_HINT}") from e
-    return cupy
-
-
-def gpu_available():
-    """True when CuPy imports and sees at least one CUDA device."""
-    try:
-        import_cupy()
-    except RuntimeError:
-        return False
-    return True
-
-
-def to_device(array, device):
-    """Copy a backend array to "cpu" (NumPy) or "gpu" (CuPy); no copy when it is already there."""
-    check_device(device)
-    if device_of(array) == device:
-        return array
-    if device == "cpu":
-        return array.get()
-    return import_cupy().asarray(array)
-
-
-_emulating_gpu = False  # set only by emulated_gpu()
-
-
-@contextlib.contextmanager
-def emulated_gpu():
-    """Inside this with-block, ops on NumPy arrays use the GPU backend (gpu.py): its wrappers,
-    launch code and the very CUDA kernels, run on the CPU by the CUDA emulator (needs g++). The
-    tests run each op this way; results must match the NumPy backend. Nothing moves to a GPU."""
-    global _emulating_gpu
-    from . import emulator
-
-    emulator.compiler()  # fail now, with what to install, rather than in the first op
-    previous, _emulating_gpu = _emulating_gpu, True
-    try:
-        yield
-    finally:
-        _emulating_gpu = previous
+def backend(name):
+    """The backend object called name (see BACKENDS), made on first use."""
+    if name not in _loaded:
+        if name == "reference":
+            from .reference import Reference as Backend
+        elif name == "numba":
+            from .numba import Numba as Backend
+        elif name == "numba-v1":  # the numba backend with its naive convolution, version 1
+            from .numba import NumbaV1 as Backend
+        elif name == "cuda":
+            from .cuda import CUDA as Backend
+        else:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+        _loaded[name] = Backend()
+    return _loaded[name]
 
 
 def get_backend(*arrays):
-    """The backend module (im2col, col2im, gemm, ...) for these arrays: cpu or gpu (also for NumPy
-    arrays inside emulated_gpu())."""
-    if get_array_module(*arrays) is np and not _emulating_gpu:
-        return cpu
-    from . import gpu
+    """The backend for these arrays: cuda for CuPy arrays; for NumPy arrays, numba, or the one
+    a surrounding `using(...)` names."""
+    if get_array_module(*arrays) is not np:
+        return backend("cuda")
+    return backend(_cpu_backend)
 
-    return gpu
+
+@contextlib.contextmanager
+def using(name):
+    """Inside this with-block every op on NumPy arrays runs on backend name: "reference" (the
+    NumPy specification), "numba" (the default) or "cuda" (the CUDA kernels, emulated on the CPU;
+    needs g++). CuPy arrays always use "cuda". Blocks nest; the previous choice comes back after."""
+    global _cpu_backend
+    if name == "cuda":
+        from .cuda import emulator
+
+        emulator.compiler()  # fail now, saying what to install, rather than in the first op
+    backend(name)  # an unknown name fails here, before the block runs
+    previous, _cpu_backend = _cpu_backend, name
+    try:
+        yield backend(name)
+    finally:
+        _cpu_backend = previous
+
+
+def emulated_gpu():
+    """`using("cuda")`: NumPy arrays through the GPU backend's wrappers, launch code and CUDA
+    kernels, run on the CPU by the emulator. Results must match the reference backend."""
+    return using("cuda")

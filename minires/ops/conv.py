@@ -1,17 +1,15 @@
-"""Convolution and pooling on top of the backend's im2col, col2im and GEMM (lessons 4 and 6).
+"""Convolution and pooling (lessons 4 and 6): each op's forward and backward call its backend.
 
-conv2d is one GEMM over im2col columns; pooling reuses im2col on each channel alone, so every
-op here runs on any backend that provides those three functions. On the CPU backend conv2d
-takes a faster route to the same numbers (backends/cpu_fast.py: no column matrix, numba
-kernels). Also the option-A shortcut of He et al. 2015 (sec. 4.2): subsample, then pad the new
-channels with zeros.
+The backend is `get_backend(x)`: the NumPy reference (im2col + GEMM, backends/reference.py),
+the numba kernels or the CUDA kernels, which all compute the same thing; the checks of shapes
+and settings are here, once for all of them. Also the option-A shortcut of He et al. 2015
+(sec. 4.2): subsample, then pad the new channels with zeros.
 """
 
-import numpy as np
-
-from ..backends import cpu, cpu_fast, get_array_module, get_backend
-from ..backends.cpu import conv_output_size
+from ..backends import get_array_module, get_backend
+from ..backends.reference import conv_output_size
 from ..function import Function
+from ..tensor import as_tensor
 
 
 def _pair(value, name):
@@ -37,64 +35,30 @@ def _check_window(op, x_shape, kernel, stride, padding):
     if H_out < 1 or W_out < 1:
         raise ValueError(f"{op}: kernel {kernel} is larger than the padded input "
                          f"(input shape {x_shape}, padding {padding})")
-    return H_out, W_out
 
 
 class Convolution2D(Function):
-    """y = w (*) x + b as a GEMM, y = w2 @ im2col(x);
+    """y = w (*) x + b, which the reference computes as one GEMM, y2 = w2 @ im2col(x);
     dw = dy2 @ cols^T,  dx = col2im(w2^T @ dy2),  db = sum of dy over N, H, W."""
 
     def __init__(self, stride, padding):
         self.stride, self.padding = stride, padding
 
     def forward(self, x, w, b):
-        backend = get_backend(x)
-        N = x.shape[0]
-        C_out, _, KH, KW = w.shape
-        H_out, W_out = _check_window("conv2d", x.shape, (KH, KW), self.stride, self.padding)
-        self.x_shape, self.w, self.has_bias = x.shape, w, b is not None
-        # On the CPU: the same convolution without the column matrix, by numba kernels.
-        self.fast = backend is cpu and x.dtype in (np.float32, np.float64)
-        if self.fast:
-            self.x = x
-            y = cpu_fast.conv2d(x, w, self.stride, self.padding)  # (N, C_out, H_out, W_out)
-            if b is not None:
-                y += b[:, None, None]
-            return y
-        cols = backend.im2col(x, KH, KW, self.stride, self.padding)  # (C_in*KH*KW, N*H_out*W_out)
-        w2 = w.reshape(C_out, -1)  # (C_out, C_in*KH*KW)
-        y = backend.gemm(w2, cols)  # (C_out, N*H_out*W_out)
-        if b is not None:
-            y += b[:, None]
-        self.cols = cols
-        y = y.reshape(C_out, N, H_out, W_out).transpose(1, 0, 2, 3)  # (N, C_out, H_out, W_out)
-        return get_array_module(y).ascontiguousarray(y)
+        _check_window("conv2d", x.shape, w.shape[2:], self.stride, self.padding)
+        self.backend, self.has_bias = get_backend(x), b is not None
+        y, self.saved = self.backend.conv2d_forward(x, w, b, self.stride, self.padding)
+        return y
 
     def backward(self, dy):
-        backend = get_backend(dy)
-        w = self.w
-        C_out, _, KH, KW = w.shape
-        if self.fast:
-            # The network's first conv reads the images, which want no gradient: skip it. (An
-            # op called by hand, forward then backward as in the exercises, has no inputs.)
-            inputs = getattr(self, "inputs", None)
-            dx = (cpu_fast.conv2d_input_grad(dy, w, self.x_shape, self.stride, self.padding)
-                  if inputs is None or inputs[0].requires_grad else None)
-            dw = cpu_fast.conv2d_weight_grad(self.x, dy, KH, KW, self.stride, self.padding)
-            db = dy.sum(axis=(0, 2, 3)) if self.has_bias else None
-            return dx, dw, db
-        dy2 = dy.transpose(1, 0, 2, 3).reshape(C_out, -1)  # (C_out, N*H_out*W_out)
-        dw = backend.gemm(dy2, self.cols, trans_b=True).reshape(w.shape)
-        dcols = backend.gemm(w.reshape(C_out, -1), dy2, trans_a=True)  # (C_in*KH*KW, N*H_out*W_out)
-        dx = backend.col2im(dcols, self.x_shape, KH, KW, self.stride, self.padding)
-        db = dy2.sum(axis=1) if self.has_bias else None
-        return dx, dw, db
+        # The network's first conv reads the images, which want no gradient: skip that one.
+        return self.backend.conv2d_backward(dy, self.saved, self.stride, self.padding,
+                                            input_grad=self.needs_input_grad(0),
+                                            bias_grad=self.has_bias)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0):
     """2-D cross-correlation of input (N, C_in, H, W) with weight (C_out, C_in, KH, KW)."""
-    from ..tensor import as_tensor
-
     input, weight = as_tensor(input), as_tensor(weight)
     _check_4d("conv2d", "input", input)
     _check_4d("conv2d", "weight", weight)
@@ -118,32 +82,17 @@ class MaxPooling2D(Function):
         self.kernel, self.stride, self.padding = kernel, stride, padding
 
     def forward(self, x):
-        backend, xp = get_backend(x), get_array_module(x)
-        N, C, H, W = x.shape
-        (KH, KW), (ph, pw) = self.kernel, self.padding
-        H_out, W_out = _check_window("max_pool2d", x.shape, self.kernel, self.stride, self.padding)
-        x_pad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-xp.inf)
-        # Each channel alone, as if it were an image of one channel: (N*C, 1, H+2ph, W+2pw).
-        self.pad_shape = (N * C, 1) + x_pad.shape[2:]
-        cols = backend.im2col(x_pad.reshape(self.pad_shape), KH, KW, self.stride, (0, 0))
-        self.argmax = cols.argmax(axis=0)  # (N*C*H_out*W_out,)
-        self.x_shape, self.dtype = x.shape, x.dtype
-        y = cols[self.argmax, xp.arange(cols.shape[1])]
-        return y.reshape(N, C, H_out, W_out)
+        _check_window("max_pool2d", x.shape, self.kernel, self.stride, self.padding)
+        self.backend = get_backend(x)
+        y, self.saved = self.backend.max_pool2d_forward(x, self.kernel, self.stride, self.padding)
+        return y
 
     def backward(self, dy):
-        backend, xp = get_backend(dy), get_array_module(dy)
-        (KH, KW), (ph, pw) = self.kernel, self.padding
-        N, C, H, W = self.x_shape
-        dcols = xp.zeros((KH * KW, dy.size), dtype=self.dtype)  # (KH*KW, N*C*H_out*W_out)
-        dcols[self.argmax, xp.arange(dy.size)] = dy.ravel()
-        dx_pad = backend.col2im(dcols, self.pad_shape, KH, KW, self.stride, (0, 0))
-        return dx_pad.reshape(N, C, H + 2 * ph, W + 2 * pw)[:, :, ph:ph + H, pw:pw + W]
+        return self.backend.max_pool2d_backward(dy, self.saved, self.kernel, self.stride,
+                                                self.padding)
 
 
 def _pool_args(op, input, kernel_size, stride, padding):
-    from ..tensor import as_tensor
-
     input = as_tensor(input)
     _check_4d(op, "input", input)
     kernel = _pair(kernel_size, "kernel_size")
@@ -162,28 +111,19 @@ def max_pool2d(input, kernel_size, stride=None, padding=0):
 
 class AveragePooling2D(Function):
     """y = mean over each window, zero padding included in the count (PyTorch's default);
-    dx = col2im of dy / (KH*KW) copied to every window position."""
+    dx = dy / (KH*KW) added to every position of its window."""
 
     def __init__(self, kernel, stride, padding):
         self.kernel, self.stride, self.padding = kernel, stride, padding
 
     def forward(self, x):
-        backend = get_backend(x)
-        N, C, H, W = x.shape
-        KH, KW = self.kernel
-        H_out, W_out = _check_window("avg_pool2d", x.shape, self.kernel, self.stride, self.padding)
-        self.x_shape = x.shape
-        cols = backend.im2col(x.reshape(N * C, 1, H, W), KH, KW, self.stride, self.padding)
-        return cols.mean(axis=0).reshape(N, C, H_out, W_out)  # cols: (KH*KW, N*C*H_out*W_out)
+        _check_window("avg_pool2d", x.shape, self.kernel, self.stride, self.padding)
+        self.backend, self.x_shape = get_backend(x), x.shape
+        return self.backend.avg_pool2d_forward(x, self.kernel, self.stride, self.padding)
 
     def backward(self, dy):
-        backend, xp = get_backend(dy), get_array_module(dy)
-        N, C, H, W = self.x_shape
-        KH, KW = self.kernel
-        dcols = xp.broadcast_to(dy.reshape(1, -1) / (KH * KW), (KH * KW, dy.size))
-        dx = backend.col2im(xp.ascontiguousarray(dcols), (N * C, 1, H, W), KH, KW,
-                            self.stride, self.padding)
-        return dx.reshape(self.x_shape)
+        return self.backend.avg_pool2d_backward(dy, self.x_shape, self.kernel, self.stride,
+                                                self.padding)
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0):
@@ -207,8 +147,6 @@ class GlobalAveragePooling2D(Function):
 
 def global_avg_pool2d(input):
     """(N, C, H, W) -> (N, C): the mean of each channel, as before ResNet's classifier."""
-    from ..tensor import as_tensor
-
     input = as_tensor(input)
     _check_4d("global_avg_pool2d", "input", input)
     return GlobalAveragePooling2D()(input)
@@ -242,8 +180,6 @@ class PadShortcut(Function):
 
 def pad_shortcut(x, out_channels, stride):
     """The parameter-free option-A shortcut: (N, C, H, W) -> (N, out_channels, H/s, W/s)."""
-    from ..tensor import as_tensor
-
     x = as_tensor(x)
     _check_4d("pad_shortcut", "x", x)
     if out_channels < x.shape[1] or stride < 1:

@@ -3,10 +3,9 @@
 Every binary op sums its gradient back to each input's shape through unbroadcast.
 """
 
-import numpy as np
-
-from ..backends import cpu, cpu_fast, get_array_module, get_backend
+from ..backends import get_array_module, get_backend
 from ..function import Function, unbroadcast
+from ..tensor import as_tensor
 
 
 class Add(Function):
@@ -140,13 +139,12 @@ class ReLU(Function):
     y > 0 exactly where x > 0, so backward needs only y, which the next op keeps anyway."""
 
     def forward(self, x):
-        # On the CPU, numba kernels (backends/cpu_fast.py): one pass each way, no mask array.
-        self.fast = get_backend(x) is cpu and x.dtype in (np.float32, np.float64)
-        self.y = cpu_fast.relu(x) if self.fast else get_array_module(x).maximum(x, 0)
+        self.backend = get_backend(x)
+        self.y = self.backend.relu_forward(x)
         return self.y
 
     def backward(self, dy):
-        return cpu_fast.relu_grad(dy, self.y) if self.fast else dy * (self.y > 0)
+        return self.backend.relu_backward(dy, self.y)
 
 
 def relu(input):
@@ -167,8 +165,6 @@ class MatMul(Function):
 
 
 def matmul(a, b):
-    from ..tensor import as_tensor
-
     a, b = as_tensor(a), as_tensor(b)
     if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
         raise ValueError(f"matmul: cannot multiply shapes {a.shape} and {b.shape}: both need 2+ "

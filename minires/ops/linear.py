@@ -1,6 +1,7 @@
 """The fully connected layer (lesson 3): y = x @ w^T + b, with w of shape (out, in)."""
 
 from ..function import Function
+from ..tensor import as_tensor
 
 
 class Affine(Function):
@@ -20,8 +21,6 @@ class Affine(Function):
 
 def linear(input, weight, bias=None):
     """input (N, in), weight (out, in), bias (out,) -> (N, out)."""
-    from ..tensor import as_tensor
-
     input, weight = as_tensor(input), as_tensor(weight)
     if input.ndim != 2 or weight.ndim != 2 or input.shape[1] != weight.shape[1]:
         raise ValueError(f"linear: input must be (N, in) and weight (out, in) with the same 'in', "

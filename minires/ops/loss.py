@@ -7,6 +7,7 @@ import numpy as np
 
 from ..backends import get_array_module, to_device
 from ..function import Function
+from ..tensor import Tensor, as_tensor
 
 
 def _log_softmax(x):
@@ -29,8 +30,6 @@ class LogSoftmax(Function):
 
 def log_softmax(input):
     """log-softmax over the classes of an (N, K) input."""
-    from ..tensor import as_tensor
-
     input = as_tensor(input)
     if input.ndim != 2:
         raise ValueError(f"log_softmax: input must be (N, K), got shape {input.shape}")
@@ -59,8 +58,6 @@ class CrossEntropy(Function):
 
 def cross_entropy(input, target):
     """Mean cross-entropy of logits input (N, K) against integer class targets (N,)."""
-    from ..tensor import Tensor, as_tensor
-
     input = as_tensor(input)
     target = target.data if isinstance(target, Tensor) else target
     if input.ndim != 2:

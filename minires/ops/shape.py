@@ -5,6 +5,7 @@ They move elements without changing them, so backward moves the gradient back th
 
 from ..backends import get_array_module
 from ..function import Function
+from ..tensor import Tensor
 
 
 class Reshape(Function):
@@ -73,8 +74,6 @@ class GetItem(Function):
 
 
 def getitem(x, key):
-    from ..tensor import Tensor
-
     # Index arrays given as tensors are used through their data.
     if isinstance(key, tuple):
         key = tuple(k.data if isinstance(k, Tensor) else k for k in key)

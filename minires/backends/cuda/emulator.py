@@ -63,7 +63,7 @@ class RawModule:
         if name not in kernel_names(self.code):
             raise ValueError(f"no kernel named {name!r} in this module "
                              f"(it has {kernel_names(self.code)})")
-        return Function(self, name)
+        return Kernel(self, name)
 
 
 class _Launch(ctypes.Structure):
@@ -81,7 +81,7 @@ class _Launch(ctypes.Structure):
     ]
 
 
-class Function:
+class Kernel:
     """One kernel of a RawModule; call it as `f(grid, block, args, shared_mem=0)`."""
 
     def __init__(self, module, name):

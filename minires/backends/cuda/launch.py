@@ -13,7 +13,7 @@ from importlib import resources
 
 import numpy as np
 
-from . import get_array_module, import_cupy
+from ..devices import get_array_module, import_cupy
 
 # Which file holds each kernel (one compiled module per file, as CuPy's RawModule has it).
 KERNEL_FILES = {

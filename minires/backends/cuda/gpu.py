@@ -1,19 +1,21 @@
-"""The GPU backend: cpu.py's im2col, col2im and gemm, computed by the CUDA kernels in kernels/*.cu.
+"""The CUDA backend's im2col, col2im and gemm: reference.py's, computed by kernels/*.cu.
 
-Same functions, same signatures, same layouts as cpu.py (the specification). Each wrapper checks
-its arrays, allocates the output with `xp`, works out the launch shape and calls
+Same functions, same signatures, same layouts as reference.py (the specification). Each wrapper
+checks its arrays, allocates the output with `xp`, works out the launch shape and calls
 `launch(kernel, grid, block, args)`; launch.py compiles and runs the kernel (CuPy on a GPU, the
-CUDA emulator on NumPy arrays). Lesson 10 reads this file beside cpu.py and the kernels.
+CUDA emulator on NumPy arrays). Lesson 10 reads this file beside reference.py and the kernels.
 
 dtypes: the kernels compute in float32, the dtype networks train in. float64, which the gradient
-checks use, takes the reference path instead: cpu.py's own code, via host memory for CuPy arrays
-(slow, but gradient checks are small), and cuBLAS/NumPy for gemm. Other dtypes raise TypeError.
+checks use, takes the reference path instead: reference.py's own code, via host memory for CuPy
+arrays (slow, but gradient checks are small), and cuBLAS/NumPy for gemm. Other dtypes raise
+TypeError.
 """
 
 import numpy as np
 
-from . import cpu, get_array_module
-from .cpu import conv_output_size
+from .. import reference
+from ..devices import get_array_module
+from ..reference import conv_output_size
 from .launch import ceil_div, launch
 
 __all__ = ["col2im", "conv_output_size", "gemm", "get_gemm", "im2col", "set_gemm"]
@@ -48,9 +50,9 @@ def get_gemm():
 
 
 def im2col(x, KH, KW, stride, padding):
-    """cols[(c,kh,kw), (n,oh,ow)] = x_padded[n, c, oh*sh + kh, ow*sw + kw], as cpu.im2col."""
+    """cols[(c,kh,kw), (n,oh,ow)] = x_padded[n, c, oh*sh + kh, ow*sw + kw], as reference.im2col."""
     if x.dtype == np.float64:
-        return _like(x, cpu.im2col(_host(x), KH, KW, stride, padding))
+        return _like(x, reference.im2col(_host(x), KH, KW, stride, padding))
     x = _kernel_input("im2col", x)
     N, C, H, W = x.shape
     (sh, sw), (ph, pw) = stride, padding
@@ -65,9 +67,10 @@ def im2col(x, KH, KW, stride, padding):
 
 
 def col2im(cols, x_shape, KH, KW, stride, padding):
-    """The adjoint of im2col: each pixel gathers the column entries copied from it (cpu.col2im)."""
+    """The adjoint of im2col: each pixel gathers the column entries copied from it, as
+    reference.col2im."""
     if cols.dtype == np.float64:
-        return _like(cols, cpu.col2im(_host(cols), x_shape, KH, KW, stride, padding))
+        return _like(cols, reference.col2im(_host(cols), x_shape, KH, KW, stride, padding))
     cols = _kernel_input("col2im", cols)
     N, C, H, W = x_shape
     (sh, sw), (ph, pw) = stride, padding
@@ -85,7 +88,8 @@ def col2im(cols, x_shape, KH, KW, stride, padding):
 
 
 def gemm(a, b, trans_a=False, trans_b=False):
-    """op(a) @ op(b), op transposing when asked, as cpu.gemm; the kernel is set_gemm()'s choice."""
+    """op(a) @ op(b), op transposing when asked, as reference.gemm; the kernel is set_gemm()'s
+    choice."""
     M, K = a.shape[::-1] if trans_a else a.shape
     K_b, N = b.shape[::-1] if trans_b else b.shape
     if K != K_b:
@@ -94,7 +98,8 @@ def gemm(a, b, trans_a=False, trans_b=False):
     if a.dtype != b.dtype:
         raise TypeError(f"gemm: a is {a.dtype} but b is {b.dtype}")
     if a.dtype == np.float64 or _gemm_kind == "cublas":
-        return cpu.gemm(a, b, trans_a, trans_b)  # `@`: cupy.matmul, i.e. cuBLAS, on CuPy arrays
+        # `@`: cupy.matmul, i.e. cuBLAS, on CuPy arrays
+        return reference.gemm(a, b, trans_a, trans_b)
     a, b = _kernel_input("gemm", a), _kernel_input("gemm", b)
     xp = get_array_module(a, b)
     if _gemm_kind == "naive":

@@ -1,0 +1,108 @@
+"""The numba backend: the reference's results from compiled CPU kernels (the default on the CPU).
+
+Each kernel here must match backends/reference.py's of the same name; the tests run every op
+through both and compare. The files, by concern:
+  config.py        how the kernels are compiled; the register tile's size for this CPU
+  tile.py          the register tile, the GEMM micro-kernel the fast convolution runs on
+  conv_naive.py    convolution version 1: the definition as plain loops ("numba-v1")
+  conv.py          convolution version 2: no column matrix, every GEMM on the tile
+  norm.py          batchnorm in four passes over memory
+  elementwise.py   ReLU in one pass each way
+The kernels are compiled for float32 and float64; other dtypes, and what no kernel here covers
+(pooling, batchnorm on (N, C) inputs), run the reference's code, which this class inherits.
+"""
+
+import numpy as np
+
+from .. import memory
+from ..reference import Reference, conv_output_size, update_running_stats
+from . import conv, conv_naive, elementwise, norm
+
+COMPILED_DTYPES = (np.float32, np.float64)
+
+
+class Numba(Reference):
+    name = "numba"
+
+    def __init__(self):
+        # Keep freed memory for the next array of the same size (memory.py says why): the
+        # kernels here stream through memory, and each fresh page costs them a page fault.
+        memory.keep_freed_memory()
+
+    def conv2d_forward(self, x, w, b, stride, padding):
+        """saved: (x, w), no columns."""
+        if x.dtype not in COMPILED_DTYPES:
+            return super().conv2d_forward(x, w, b, stride, padding)
+        y = self._conv(x, w, stride, padding)
+        if b is not None:
+            y += b[:, None, None]
+        return y, (x, w)
+
+    def conv2d_backward(self, dy, saved, stride, padding, input_grad=True, bias_grad=True):
+        if dy.dtype not in COMPILED_DTYPES:
+            return super().conv2d_backward(dy, saved, stride, padding, input_grad, bias_grad)
+        x, w = saved
+        dx = self._conv_input_grad(dy, w, x.shape, stride, padding) if input_grad else None
+        dw = self._conv_weight_grad(x, dy, w.shape, stride, padding)
+        db = dy.sum(axis=(0, 2, 3)) if bias_grad else None
+        return dx, dw, db
+
+    # Convolution version 2 (conv.py); NumbaV1 swaps in version 1.
+    def _conv(self, x, w, stride, padding):
+        return conv.conv2d(x, w, stride, padding)
+
+    def _conv_input_grad(self, dy, w, x_shape, stride, padding):
+        return conv.conv2d_input_grad(dy, w, x_shape, stride, padding)
+
+    def _conv_weight_grad(self, x, dy, w_shape, stride, padding):
+        return conv.conv2d_weight_grad(x, dy, *w_shape[2:], stride, padding)
+
+    def batch_norm_forward(self, x, gamma, beta, running_mean, running_var, training, momentum,
+                           eps):
+        """saved: (x, mean, inv_std, gamma), the statistics float64 (C,) vectors."""
+        if x.ndim != 4 or x.dtype not in COMPILED_DTYPES:
+            return super().batch_norm_forward(x, gamma, beta, running_mean, running_var,
+                                              training, momentum, eps)
+        if training:
+            mean, var = norm.channel_mean_var(x)
+            if running_mean is not None:
+                update_running_stats(running_mean, running_var, mean, var,
+                                     x.size // x.shape[1], momentum)
+        else:
+            mean, var = running_mean, running_var
+        inv_std = 1 / np.sqrt(var + eps)
+        return norm.batch_norm(x, mean, inv_std, gamma, beta), (x, mean, inv_std, gamma)
+
+    def batch_norm_backward(self, dy, saved, training):
+        if dy.ndim != 4 or dy.dtype not in COMPILED_DTYPES:
+            return super().batch_norm_backward(dy, saved, training)
+        return norm.batch_norm_grads(dy, *saved, training)
+
+    def relu_forward(self, x):
+        if x.dtype not in COMPILED_DTYPES:
+            return super().relu_forward(x)
+        return elementwise.relu(x)
+
+    def relu_backward(self, dy, y):
+        if dy.dtype not in COMPILED_DTYPES:
+            return super().relu_backward(dy, y)
+        return elementwise.relu_grad(dy, y)
+
+
+class NumbaV1(Numba):
+    """The numba backend with convolution version 1 (conv_naive.py): to read, and to compare."""
+
+    name = "numba-v1"
+
+    def _conv(self, x, w, stride, padding):
+        N, _, H, W = x.shape
+        C_out, _, KH, KW = w.shape
+        out_shape = (N, C_out, conv_output_size(H, KH, stride[0], padding[0]),
+                     conv_output_size(W, KW, stride[1], padding[1]))
+        return conv_naive.conv2d(x, w, stride, padding, out_shape)
+
+    def _conv_input_grad(self, dy, w, x_shape, stride, padding):
+        return conv_naive.conv2d_input_grad(dy, w, x_shape, stride, padding)
+
+    def _conv_weight_grad(self, x, dy, w_shape, stride, padding):
+        return conv_naive.conv2d_weight_grad(x, dy, w_shape, stride, padding)

@@ -1,0 +1,75 @@
+"""How the numba kernels are compiled: the options, and the register tile's size for this CPU.
+
+numba compiles a kernel on its first call (`cache=True` keeps the machine code on disk for the
+next run, about 30 s saved). fastmath stays off but for FMA contraction in the convolutions'
+inner loops: every sum is computed in the order written, in IEEE arithmetic; the orders differ
+from BLAS's, so float32 results agree with the reference backend to rounding, not bit for bit.
+This module is imported when the numba backend is first used, and reads the CPU's features then.
+"""
+
+import contextlib
+import os
+import threading
+
+import llvmlite.binding
+import numba
+
+PARALLEL = dict(parallel=True, cache=True, nogil=True)  # loops over images or channels: prange
+SERIAL = dict(cache=True, nogil=True)
+# The convolution's inner loop may fuse each multiply and add into one FMA instruction (one
+# rounding instead of two; no sum is reordered): twice the arithmetic per instruction.
+FMA = dict(SERIAL, fastmath={"contract"})
+INLINE = dict(inline="always", fastmath={"contract"})  # pieces of the tile, compiled into it
+
+
+def compiles_for_avx512():
+    """Whether numba generates AVX-512 code here: for this CPU, or what NUMBA_CPU_FEATURES says."""
+    features = numba.core.config.CPU_FEATURES
+    if features is None:
+        features = llvmlite.binding.get_host_cpu_features().flatten()
+    return "+avx512f" in features.split(",")
+
+
+# The register tile (tile.py) holds TILE_ROWS x TILE_COLS outputs. TILE_COLS = 16 float32s fill
+# one AVX-512 register, and 16 rows take 16 of its 32 registers; AVX2 has 16 registers of 8
+# float32s, so there a tile has 4 rows (8 registers) and the rest hold the operands (16 rows
+# would not fit: 10x slower).
+TILE_COLS = 16
+TILE_ROWS = 16 if compiles_for_avx512() else 4
+
+
+def round_up(n, multiple):
+    return -(-n // multiple) * multiple
+
+
+# numba leaves LLVM's SLP vectorizer off by default since it once miscompiled some code
+# (numba#8852, LLVM 14), so only the tile kernels are compiled with it on, and the tests check
+# them against the reference backend, with either tile.
+_vectorizing = threading.Lock()
+_vectorizing_calls = 0  # calls inside vectorized(), in any thread
+_saved_setting = None  # NUMBA_SLP_VECTORIZE as it was before the first of them
+
+
+@contextlib.contextmanager
+def vectorized():
+    """Whatever numba compiles in this block gets LLVM's SLP vectorizer. numba rereads its
+    settings (config.SLP_VECTORIZE among them) from the environment when it compiles. The
+    setting is the process's: the first call in sets it, the last one out restores it."""
+    global _vectorizing_calls, _saved_setting
+    with _vectorizing:
+        if _vectorizing_calls == 0:
+            _saved_setting = os.environ.get("NUMBA_SLP_VECTORIZE")
+            os.environ["NUMBA_SLP_VECTORIZE"] = "1"
+            numba.core.config.SLP_VECTORIZE = 1
+        _vectorizing_calls += 1
+    try:
+        yield
+    finally:
+        with _vectorizing:
+            _vectorizing_calls -= 1
+            if _vectorizing_calls == 0:
+                if _saved_setting is None:
+                    del os.environ["NUMBA_SLP_VECTORIZE"]
+                else:
+                    os.environ["NUMBA_SLP_VECTORIZE"] = _saved_setting
+                numba.core.config.reload_config()

@@ -1,0 +1,120 @@
+"""The register tile: the micro-kernel that both GEMMs of the tiled convolution run on.
+
+What it computes (the reference loop, for TILE_ROWS x TILE_COLS outputs):
+    for k in range(K):  for i in range(TILE_ROWS):  for j in range(TILE_COLS):
+        out[i, j] += rows[k, i] * cols[k, j]
+It holds the whole tile in registers for the sum over k: each step adds the outer product of
+TILE_ROWS numbers and TILE_COLS numbers, so TILE_ROWS + 1 loads feed TILE_ROWS * TILE_COLS
+multiply-adds (BLAS's micro-kernels work the same way). A tile is a tuple of rows, each a tuple
+of TILE_COLS numbers; tuples are values, which LLVM keeps in registers, and its SLP vectorizer
+turns each row's operations into vector instructions (config.vectorized()).
+"""
+
+import numba
+
+from .config import FMA, INLINE, TILE_COLS, TILE_ROWS
+
+assert TILE_COLS == 16  # _fma_row, _load_row and _store_row spell out 16 columns
+
+
+@numba.njit(**INLINE)
+def _fma_row(row, s, v):
+    """row + s * v: row is a tile row, s a number, v any TILE_COLS numbers."""
+    return (row[0] + s * v[0], row[1] + s * v[1], row[2] + s * v[2], row[3] + s * v[3],
+            row[4] + s * v[4], row[5] + s * v[5], row[6] + s * v[6], row[7] + s * v[7],
+            row[8] + s * v[8], row[9] + s * v[9], row[10] + s * v[10], row[11] + s * v[11],
+            row[12] + s * v[12], row[13] + s * v[13], row[14] + s * v[14], row[15] + s * v[15])
+
+
+@numba.njit(**INLINE)
+def _load_row(v):
+    return (v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7],
+            v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15])
+
+
+@numba.njit(**INLINE)
+def _store_row(v, row):
+    v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7] = row[:8]
+    v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15] = row[8:]
+
+
+if TILE_ROWS == 16:
+    @numba.njit(**INLINE)
+    def _tile_fma(t, s, v):
+        """t[i][j] + s[i] * v[j]: the tile t plus the outer product of s and v."""
+        return (_fma_row(t[0], s[0], v), _fma_row(t[1], s[1], v), _fma_row(t[2], s[2], v),
+                _fma_row(t[3], s[3], v), _fma_row(t[4], s[4], v), _fma_row(t[5], s[5], v),
+                _fma_row(t[6], s[6], v), _fma_row(t[7], s[7], v), _fma_row(t[8], s[8], v),
+                _fma_row(t[9], s[9], v), _fma_row(t[10], s[10], v), _fma_row(t[11], s[11], v),
+                _fma_row(t[12], s[12], v), _fma_row(t[13], s[13], v), _fma_row(t[14], s[14], v),
+                _fma_row(t[15], s[15], v))
+
+    @numba.njit(**INLINE)
+    def _load_tile(a):
+        """The TILE_ROWS x TILE_COLS array a as a tile."""
+        return (_load_row(a[0]), _load_row(a[1]), _load_row(a[2]), _load_row(a[3]),
+                _load_row(a[4]), _load_row(a[5]), _load_row(a[6]), _load_row(a[7]),
+                _load_row(a[8]), _load_row(a[9]), _load_row(a[10]), _load_row(a[11]),
+                _load_row(a[12]), _load_row(a[13]), _load_row(a[14]), _load_row(a[15]))
+
+    @numba.njit(**INLINE)
+    def _store_tile(a, t):
+        """a[:] = the tile t."""
+        _store_row(a[0], t[0])
+        _store_row(a[1], t[1])
+        _store_row(a[2], t[2])
+        _store_row(a[3], t[3])
+        _store_row(a[4], t[4])
+        _store_row(a[5], t[5])
+        _store_row(a[6], t[6])
+        _store_row(a[7], t[7])
+        _store_row(a[8], t[8])
+        _store_row(a[9], t[9])
+        _store_row(a[10], t[10])
+        _store_row(a[11], t[11])
+        _store_row(a[12], t[12])
+        _store_row(a[13], t[13])
+        _store_row(a[14], t[14])
+        _store_row(a[15], t[15])
+else:
+    @numba.njit(**INLINE)
+    def _tile_fma(t, s, v):
+        """t[i][j] + s[i] * v[j]: the tile t plus the outer product of s and v."""
+        return (_fma_row(t[0], s[0], v), _fma_row(t[1], s[1], v), _fma_row(t[2], s[2], v),
+                _fma_row(t[3], s[3], v))
+
+    @numba.njit(**INLINE)
+    def _load_tile(a):
+        """The TILE_ROWS x TILE_COLS array a as a tile."""
+        return _load_row(a[0]), _load_row(a[1]), _load_row(a[2]), _load_row(a[3])
+
+    @numba.njit(**INLINE)
+    def _store_tile(a, t):
+        """a[:] = the tile t."""
+        _store_row(a[0], t[0])
+        _store_row(a[1], t[1])
+        _store_row(a[2], t[2])
+        _store_row(a[3], t[3])
+
+
+@numba.njit(**FMA)
+def conv_tile(image, tap_starts, p, weights, out):
+    """out[i, j] += sum over taps k of weights[k, i] * image[tap_starts[k] + p + j]: TILE_ROWS
+    channels i by TILE_COLS neighbouring wide positions j from p. Each tap: TILE_ROWS weights
+    (broadcast) times TILE_COLS inputs that sit side by side in the flattened image."""
+    t = _load_tile(out)
+    for k in range(tap_starts.size):
+        start = tap_starts[k] + p
+        t = _tile_fma(t, weights[k], image[start:start + TILE_COLS])
+    _store_tile(out, t)
+
+
+@numba.njit(**FMA)
+def weight_grad_tile(inputs, dy, out):
+    """out[i, j] += sum over positions q of inputs[q, i] * dy[q, j]: TILE_ROWS input channels of
+    one tap by TILE_COLS output channels. Each position: TILE_ROWS inputs (broadcast) times
+    TILE_COLS channels of dy."""
+    t = _load_tile(out)
+    for q in range(dy.shape[0]):
+        t = _tile_fma(t, inputs[q], dy[q])
+    _store_tile(out, t)
