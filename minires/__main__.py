@@ -124,12 +124,13 @@ def main(argv=None):
         # A run's RunInterrupted says where its checkpoint is; elsewhere nothing was being saved.
         print(f"minires: {str(e) or 'interrupted'}", file=sys.stderr)
         return 1
-    # minires's own errors are ValueErrors (ConfigError, CheckpointError, DatasetError) and
-    # RuntimeErrors (TrainingDiverged, a state_dict that does not fit); a file is an OSError.
-    except (ValueError, RuntimeError, OSError) as e:
+    # minires's own errors are ValueErrors (ConfigError, CheckpointError, DatasetError),
+    # RuntimeErrors (TrainingDiverged, a state_dict that does not fit) and FloatingPointErrors
+    # (numbers that overflowed); a file is an OSError.
+    except (ValueError, RuntimeError, FloatingPointError, OSError) as e:
         if debug:
             raise
-        print(f"minires: error: {e}", file=sys.stderr)
+        print("minires: error: " + " ".join(str(e).split()), file=sys.stderr)  # one line
         return 2
 
 

@@ -271,7 +271,7 @@ def _resolve(value, storages, path):
         return storages[value.key][value.offset:]
     if isinstance(value, dict):
         return type(value)((key, _resolve(item, storages, path)) for key, item in value.items())
-    if isinstance(value, (list, tuple)):
+    if type(value) in (list, tuple):  # not a StorageType, which is a tuple too
         return type(value)(_resolve(item, storages, path) for item in value)
     return value
 
@@ -314,7 +314,7 @@ def _read_legacy(path):
             type_name, numel = unpickler.storages[key]
             dtype = _dtype(type_name, order)
             count = int.from_bytes(f.read(8), "little" if order == "<" else "big", signed=True)
-            if count != numel or f.tell() + numel * dtype.itemsize > file_size:
+            if count != numel or count < 0 or f.tell() + count * dtype.itemsize > file_size:
                 raise CheckpointError(f"{path}: storage {key} is cut short or mislabelled")
             storages[key] = np.frombuffer(bytearray(f.read(numel * dtype.itemsize)), dtype)
     return value, storages

@@ -174,6 +174,11 @@ class Run:
         return (f"the checkpoint of iteration {self.saved_iteration} is kept at "
                 f"{self.checkpoint_path}")
 
+    def diverged(self, what, lr):
+        """The error that stops a run whose numbers are no longer finite."""
+        return TrainingDiverged(f"{what} at iteration {self.iteration} (learning rate {lr:g}); "
+                                f"stopping: {self.where_saved()}; try a lower --lr")
+
     # -- the loop -------------------------------------------------------------------------------
     def fit(self, progress=True, on_epoch_end=None):
         """Train until total_iters; returns the summary dict (also written as summary.json)."""
@@ -193,15 +198,16 @@ class Run:
                 # The warm-up of ResNet-110 ends once this epoch's running training error < 80%.
                 lr = self.schedule.lr(self.iteration, train_error=wrong / seen if seen else 1.0)
                 self.optimizer.lr = lr
-                logits = self.model(x)
+                try:
+                    logits = self.model(x)
+                except FloatingPointError as e:  # batchnorm's running statistics overflowed
+                    bar.close()
+                    raise self.diverged(f"the numbers overflowed ({e})", lr) from e
                 loss = cross_entropy(logits, y)
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):
                     bar.close()
-                    raise TrainingDiverged(
-                        f"the loss became {loss_value} at iteration {self.iteration} "
-                        f"(learning rate {lr:g}); stopping: {self.where_saved()}; try a lower "
-                        "--lr")
+                    raise self.diverged(f"the loss became {loss_value}", lr)
                 self.optimizer.zero_grad()
                 loss.backward()
                 self.optimizer.step()
@@ -317,14 +323,16 @@ def evaluate_checkpoint(path, data_path=None, device="cpu", model=None, shortcut
                 raise ConfigError(f"--{name} {value}: {path} holds a run of --{name} "
                                   f"{getattr(config, name)}")
         weights, mean, std = state["model"], state["mean"], state["std"]
-        load, what = type(build_model(config)).load_state_dict, f"its {config.model}"
+        load, what = nn.Module.load_state_dict, f"its {config.model}"
         config.data = data_path if data_path is not None else config.data
     check_config(config)
     net = build_model(config)
     try:
         load(net, weights)
     except (RuntimeError, ValueError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"{path}: its weights do not fit {what}: {e}") from e
+        detail = " ".join(str(e).split())  # load_state_dict lists the keys on several lines
+        detail = detail if len(detail) < 300 else detail[:300] + " ..."
+        raise CheckpointError(f"{path}: its weights do not fit {what}: {detail}") from e
     net.to(device)
     config.val = False
     *_, x_test, y_test = load_data(config)

@@ -259,6 +259,7 @@ def test_eval_accepts_a_pytorch_checkpoint(tmp_path, capsys):
                      "resnet32"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"minires: error: {path}: its weights do not fit a resnet32")
+    assert "missing keys: layer1.3.conv1.weight" in err and err.count("\n") == 1
 
 
 def legacy_bytes(obj, pickler=pickle.Pickler, storages=()):
