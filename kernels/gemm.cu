@@ -1,4 +1,4 @@
-/* gemm.cu: C = op(A) @ op(B) in float32, two versions side by side (lessons 5 and 10).
+/* gemm.cu: C = op(A) @ op(B) in float32, two versions side by side (lessons 4 and 10).
 
    What it computes (minires/backends/reference.py's gemm, the specification): op(A) is (M, K) and
    op(B) is (K, N), where op transposes when asked:

@@ -58,7 +58,7 @@ args, OUT = lesson.parse(parser)
 # ```python
 # out = F.relu(self.bn1(self.conv1(x)))
 # out = self.bn2(self.conv2(out))
-# if "shortcut" in self._modules:
+# if self.residual:
 #     out = out + self.shortcut(x)  # the residual connection: F(x) + x
 # return F.relu(out)
 # ```

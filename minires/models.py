@@ -49,13 +49,14 @@ class BasicBlock(Module):
         self.bn1 = BatchNorm2d(out_channels)
         self.conv2 = Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
         self.bn2 = BatchNorm2d(out_channels)
+        self.residual = residual
         if residual:
             self.shortcut = make_shortcut(shortcut, in_channels, out_channels, stride)
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        if "shortcut" in self._modules:
+        if self.residual:
             out = out + self.shortcut(x)  # the residual connection: F(x) + x
         return F.relu(out)
 

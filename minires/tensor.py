@@ -123,6 +123,8 @@ class Tensor:
                 if dx.shape != x.shape:
                     raise RuntimeError(f"{type(fn).__name__}.backward returned a gradient of "
                                        f"shape {dx.shape} for an input of shape {x.shape}")
+                if dx.dtype != x.dtype:  # float32 * float64 gives float64: not for x's gradient
+                    dx = dx.astype(x.dtype)
                 if x.creator is None:
                     _accumulate(x, dx)
                 else:

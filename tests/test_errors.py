@@ -69,3 +69,41 @@ def test_pool_padding_and_shortcut_arguments():
         F.max_pool2d(x4, 2, padding=2)
     with pytest.raises(ValueError, match=r"out_channels \(2\).*\(2, 3, 8, 8\)"):
         F.pad_shortcut(x4, 2, 2)
+
+
+@pytest.mark.parametrize("value", [1.5, "2", (1, 2.0), (1, True), None])
+def test_stride_and_padding_must_be_ints(value):
+    with pytest.raises(ValueError, match=r"stride must be an int or a pair of ints, got"):
+        F.conv2d(x4, w, stride=value)
+    with pytest.raises(ValueError, match=r"padding must be an int or a pair of ints, got"):
+        F.max_pool2d(x4, 2, padding=value)
+    assert F.conv2d(x4, w, stride=np.int64(2)).shape == (2, 4, 3, 3)  # NumPy ints are ints
+
+
+def test_integer_inputs_to_conv2d_and_linear_are_refused():
+    images = np.full((1, 3, 3, 3), 255, np.uint8)  # 27 * 255 would wrap around modulo 256
+    with pytest.raises(TypeError, match=r"conv2d: input has dtype uint8; convert it to floating"):
+        F.conv2d(images, np.ones((1, 3, 3, 3), np.uint8))
+    with pytest.raises(TypeError, match=r"linear: weight has dtype int64"):
+        F.linear(np.ones((2, 3), np.float32), np.ones((4, 3), np.int64))
+
+
+def test_gradients_keep_the_dtype_of_their_tensor():
+    w = tensor(np.ones(3, np.float32), requires_grad=True)
+    (w * np.ones(3, np.float64) + w * np.arange(3)).sum().backward()
+    assert w.grad.dtype == np.float32
+    np.testing.assert_array_equal(w.grad, [1, 2, 3])
+
+
+def test_cross_entropy_of_an_empty_batch():
+    with pytest.raises(ValueError, match=r"cross_entropy: .*N, K >= 1.*empty batch.*\(0, 10\)"):
+        F.cross_entropy(np.zeros((0, 10), np.float32), np.zeros(0, np.int64))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_batch_norm_says_when_its_running_statistics_overflow():
+    mean, var = np.zeros(3, np.float32), np.ones(3, np.float32)
+    huge = np.full((2, 3, 4, 4), 1e20, np.float32)
+    huge[0] = -1e20  # a variance of 1e40: past float32's largest number
+    with pytest.raises(FloatingPointError, match=r"running statistics are no longer finite"):
+        F.batch_norm(huge, mean, var, training=True)

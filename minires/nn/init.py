@@ -1,4 +1,4 @@
-"""Weight initialisation, drawn from one seeded module-level generator (lesson 8).
+"""Weight initialisation, drawn from one seeded module-level generator (lesson 6).
 
 He et al. 2015, "Delving Deep into Rectifiers", eq. 10: a ReLU halves the second moment of what
 passes through it, so weights with std = sqrt(2 / fan_in) keep the activations' variance the same

@@ -6,17 +6,23 @@ and settings are here, once for all of them. Also the option-A shortcut of He et
 (sec. 4.2): subsample, then pad the new channels with zeros.
 """
 
+import numbers
+
 from ..backends import get_array_module, get_backend
 from ..backends.reference import conv_output_size
 from ..function import Function
 from ..tensor import as_tensor
+from . import check_floating
 
 
 def _pair(value, name):
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
+    """(value, value) for an int, the pair itself for a pair of ints; anything else is an error
+    (a float stride would slice by a fraction)."""
+    pair = (value, value) if isinstance(value, numbers.Integral) else value
+    if (not isinstance(pair, (tuple, list)) or len(pair) != 2
+            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair)):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return pair
+    return int(pair[0]), int(pair[1])
 
 
 def _check_4d(op, name, x):
@@ -65,6 +71,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0):
     if input.shape[1] != weight.shape[1]:
         raise ValueError(f"conv2d: input has {input.shape[1]} channels (shape {input.shape}) but "
                          f"weight expects {weight.shape[1]} (shape {weight.shape})")
+    check_floating("conv2d", input=input, weight=weight)
     if input.dtype != weight.dtype:
         raise TypeError(f"conv2d: input is {input.dtype} but weight is {weight.dtype}")
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):

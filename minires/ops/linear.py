@@ -2,6 +2,7 @@
 
 from ..function import Function
 from ..tensor import as_tensor
+from . import check_floating
 
 
 class Affine(Function):
@@ -22,6 +23,7 @@ class Affine(Function):
 def linear(input, weight, bias=None):
     """input (N, in), weight (out, in), bias (out,) -> (N, out)."""
     input, weight = as_tensor(input), as_tensor(weight)
+    check_floating("linear", input=input, weight=weight)
     if input.ndim != 2 or weight.ndim != 2 or input.shape[1] != weight.shape[1]:
         raise ValueError(f"linear: input must be (N, in) and weight (out, in) with the same 'in', "
                          f"got input {input.shape} and weight {weight.shape}")

@@ -60,8 +60,9 @@ def cross_entropy(input, target):
     """Mean cross-entropy of logits input (N, K) against integer class targets (N,)."""
     input = as_tensor(input)
     target = target.data if isinstance(target, Tensor) else target
-    if input.ndim != 2:
-        raise ValueError(f"cross_entropy: input must be logits of shape (N, K), got {input.shape}")
+    if input.ndim != 2 or 0 in input.shape:
+        raise ValueError(f"cross_entropy: input must be logits of shape (N, K) with N, K >= 1 "
+                         f"(the mean over an empty batch is undefined), got {input.shape}")
     if get_array_module(target) is np:
         target = np.asarray(target)  # lists and NumPy arrays; moved to the GPU when input is there
     target = to_device(target, input.device)
