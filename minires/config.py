@@ -71,7 +71,8 @@ def check_config(config):
         check(name, number(getattr(config, name)) and getattr(config, name) >= 0,
               "a finite number >= 0")
     check("schedule", config.schedule in ("paper", "cosine"), "paper or cosine")
-    check("seed", whole(config.seed), "a whole number")
+    check("seed", whole(config.seed) and config.seed >= 0, "a whole number >= 0")
+    check("warmup", config.warmup in (None, True, False), "True, False or None")
 
 
 def config_differences(saved, config):

@@ -46,6 +46,7 @@ def iteration_in(folder):
     ("--batch", 0, "--batch must be a whole number > 0"),
     ("--batch", 5000, "--batch 5000 is larger than the training set (1000 images)"),
     ("--model", "resnet21", "N = 6n+2"),
+    ("--seed", -1, "--seed must be a whole number >= 0, got -1"),
 ])
 def test_options_out_of_range_get_one_line(tmp_path, capsys, option, value, expect):
     length = [] if option in ("--iters", "--epochs") else ["--iters", 2]

@@ -206,6 +206,18 @@ def test_corrupt_archive_names_the_file(fake, tmp_path, make):
     assert str(path) in str(error.value) and "truncated or corrupt" in str(error.value)
 
 
+def test_unreadable_archive_names_the_path(fake, monkeypatch):
+    path = fake / "tar/cifar-10-python.tar.gz"
+
+    def permission_denied(name, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(name))
+
+    monkeypatch.setattr(tarfile, "open", permission_denied)
+    with pytest.warns(UserWarning, match="md5"), pytest.raises(DatasetError) as error:
+        load_cifar10(path)
+    assert str(error.value) == f"{path}: cannot read it (Permission denied)"
+
+
 def test_structure_errors(tmp_path):
     bad_shape = fake_batch(0) | {b"data": np.zeros((10, 3072), np.uint8)}
     write_batches(tmp_path / "a" / "cifar-10-batches-py", {"data_batch_1": bad_shape})
