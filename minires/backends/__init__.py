@@ -33,8 +33,14 @@ from .devices import (
 __all__ = [  # the device helpers, then the backends
     "DEVICES", "GPU_INSTALL_HINT", "check_device", "device_of", "get_array_module",
     "gpu_available", "import_cupy", "to_device",
-    "BACKENDS", "backend", "emulated_gpu", "get_backend", "using",
+    "BACKENDS", "backend", "conv_output_size", "emulated_gpu", "get_backend", "using",
 ]
+
+
+def conv_output_size(size, kernel, stride, padding):
+    """Output length of a sliding window: floor((size + 2*padding - kernel) / stride) + 1. The
+    ops check shapes with it, and every backend sizes its outputs with it."""
+    return (size + 2 * padding - kernel) // stride + 1
 
 BACKENDS = ("reference", "numba", "numba-v1", "cuda")
 _loaded = {}  # name -> backend object, made on first use

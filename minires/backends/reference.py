@@ -15,12 +15,8 @@ and swap in its own im2col, col2im and gemm.
 
 import numpy as np
 
+from . import conv_output_size
 from .devices import get_array_module
-
-
-def conv_output_size(size, kernel, stride, padding):
-    """Output length of a sliding window: floor((size + 2*padding - kernel) / stride) + 1."""
-    return (size + 2 * padding - kernel) // stride + 1
 
 
 def im2col(x, KH, KW, stride, padding):

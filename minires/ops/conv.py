@@ -8,8 +8,7 @@ and settings are here, once for all of them. Also the option-A shortcut of He et
 
 import numbers
 
-from ..backends import get_array_module, get_backend
-from ..backends.reference import conv_output_size
+from ..backends import conv_output_size, get_array_module, get_backend
 from ..function import Function
 from ..tensor import as_tensor
 from . import check_floating
