@@ -219,7 +219,8 @@ def akamaster_checkpoint(tmp_path, legacy, depth=20):
                 module.running_mean.normal_(0, 0.2)
                 module.running_var.uniform_(0.5, 2.0)
     theirs.eval()
-    state_dict = {"module." + k: v for k, v in theirs.state_dict().items()}
+    # An OrderedDict with PyTorch's _metadata, every key prefixed "module.", as akamaster's are.
+    state_dict = torch.nn.DataParallel(theirs).state_dict()
     path = tmp_path / f"resnet{depth}.{'th' if legacy else 'pt'}"
     return torch_save({"epoch": 180, "best_prec1": 91.7, "state_dict": state_dict}, path,
                       legacy), theirs
