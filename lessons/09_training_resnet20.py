@@ -148,8 +148,17 @@ lesson.save(fig, OUT / "09_schedule.png")
 # %% [markdown]
 # ## 5. A run
 #
+# Each iteration of a run is one call of `train.train_step`: forward, loss, backward, update.
+
+# %%
+import inspect  # noqa: E402
+
+print(inspect.getsource(train.train_step))
+
+# %% [markdown]
 # `train.Run(config)` builds everything from the config (data, loaders with augmentation,
-# model, optimizer, schedule); `fit()` trains, evaluates after every epoch, writes
+# model, optimizer, schedule); `fit()` calls `train_step` for every batch (the learning rate
+# set by the schedule first), evaluates after every epoch, writes
 # `metrics.csv`, a checkpoint and `curves.png` into `config.out`. A shorter run keeps the
 # schedule's shape: the drops come at 50% and 75% of the iterations, where 32k and 48k sit in
 # 64k. Quick mode uses batches of 32 (31 iterations per epoch of the sample) for 40

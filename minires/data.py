@@ -3,7 +3,7 @@
 load_cifar10() reads the official "python version" archive (or its extracted folder) into uint8
 NCHW arrays; load_sample() returns 1,500 images shipped inside the package. augment() is the
 training augmentation of He et al. 2015, "Deep Residual Learning for Image Recognition", sec. 4.2:
-pad 4 pixels, crop 32x32 at random, flip half the images. The data-pipeline lesson reads this file.
+pad 4 pixels, crop 32x32 at random, flip half the images. Lesson 9 shows the augmentation.
 Dataset: A. Krizhevsky, "Learning Multiple Layers of Features from Tiny Images", 2009.
 """
 

@@ -27,6 +27,7 @@ from .function import no_grad
 from .ops.loss import cross_entropy
 from .report import plot_curves, smooth, write_metrics  # noqa: F401 (lesson 9 calls smooth)
 
+PAPER_ITERATIONS = 64000  # He et al. 2015, sec. 4.2: "terminate training at 64k iterations"
 CHECKPOINT = "checkpoint.npz"  # in config.out; checkpoint.py says why it is not a pickle
 # Files that say a folder holds a run (checkpoint.pkl: the pickles of minires 0.1).
 RUN_FILES = (CHECKPOINT, "checkpoint.pkl", "metrics.csv", "summary.json")
@@ -102,6 +103,22 @@ def _to_cpu(state):
     return state
 
 
+def train_step(model, batch, optimizer):
+    """One iteration of SGD: forward, cross-entropy loss, backward, update. Returns the loss (a
+    float) and the logits. A loss that is not finite raises FloatingPointError before the update,
+    so the weights stay as they were (as does an overflow that batchnorm reports)."""
+    x, y = batch
+    logits = model(x)
+    loss = cross_entropy(logits, y)
+    loss_value = loss.item()
+    if not math.isfinite(loss_value):
+        raise FloatingPointError(f"the loss became {loss_value}")
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss_value, logits
+
+
 class Run:
     """A training run: build it from a TrainConfig, then call fit(). Holds the live objects."""
 
@@ -120,7 +137,9 @@ class Run:
             x_eval, y_eval, 500, mean=self.mean, std=self.std, device=config.device)
         per_epoch = len(self.train_loader)
         if config.iters is None:
-            epochs = config.epochs if config.epochs is not None else math.ceil(64000 / per_epoch)
+            epochs = config.epochs
+            if epochs is None:  # the paper's length, in whole epochs
+                epochs = math.ceil(PAPER_ITERATIONS / per_epoch)
             self.total_iters = epochs * per_epoch
         else:
             self.total_iters = config.iters
@@ -199,18 +218,10 @@ class Run:
                 lr = self.schedule.lr(self.iteration, train_error=wrong / seen if seen else 1.0)
                 self.optimizer.lr = lr
                 try:
-                    logits = self.model(x)
-                except FloatingPointError as e:  # batchnorm's running statistics overflowed
+                    loss_value, logits = train_step(self.model, (x, y), self.optimizer)
+                except FloatingPointError as e:  # a loss of nan or inf, or batchnorm overflowed
                     bar.close()
-                    raise self.diverged(f"the numbers overflowed ({e})", lr) from e
-                loss = cross_entropy(logits, y)
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    bar.close()
-                    raise self.diverged(f"the loss became {loss_value}", lr)
-                self.optimizer.zero_grad()
-                loss.backward()
-                self.optimizer.step()
+                    raise self.diverged(str(e), lr) from e
                 batch_wrong = int((logits.data.argmax(axis=1) != y).sum())
                 self.steps.append({"iteration": self.iteration + 1, "lr": lr, "loss": loss_value,
                                    "error": batch_wrong / len(y)})
