@@ -163,19 +163,22 @@ def test_wheel_ships_the_kernels_and_the_emulator(tmp_path):
     for name in ("minires", "kernels"):
         shutil.copytree(ROOT / name, project / name, ignore=ignore)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", ".", "--no-deps", "--no-build-isolation", "-w", "dist"],
-                   cwd=project, check=True, capture_output=True, timeout=120)
+    built = subprocess.run([*pip, "wheel", ".", "--no-deps", "--no-build-isolation", "-w", "dist"],
+                           cwd=project, capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, f"pip wheel failed:\n{built.stdout[-2000:]}{built.stderr[-3000:]}"
     (wheel,) = (project / "dist").glob("minires-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for kernel in ("im2col.cu", "col2im.cu", "gemm.cu", "emu/cuda_emu.h", "emu/emu_runtime.cpp"):
         assert f"minires/kernels/{kernel}" in names, kernel
 
     site = tmp_path / "site"
-    subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True, timeout=120)
+    installed = subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site),
+                                str(wheel)], capture_output=True, text=True, timeout=120)
+    assert installed.returncode == 0, f"pip install failed:\n{installed.stderr[-3000:]}"
     check = ("import minires, minires.backends.cuda.launch as l; print(minires.__file__); "
              "print(l.kernel_source('gemm.cu').count('extern \"C\" __global__'))")
     result = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True,
-                            text=True, env={"PYTHONPATH": str(site)}, check=True, timeout=120)
+                            text=True, env={"PYTHONPATH": str(site)}, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
     where, kernels = result.stdout.split()
     assert Path(where).is_relative_to(site) and int(kernels) == 2
