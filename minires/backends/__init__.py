@@ -42,6 +42,7 @@ def conv_output_size(size, kernel, stride, padding):
     ops check shapes with it, and every backend sizes its outputs with it."""
     return (size + 2 * padding - kernel) // stride + 1
 
+
 BACKENDS = ("reference", "numba", "numba-v1", "cuda")
 _loaded = {}  # name -> backend object, made on first use
 _cpu_backend = "numba"  # what NumPy arrays get; using() changes it inside a with-block
