@@ -1,7 +1,13 @@
 """The exercises: every reference solution passes the grader, every untouched template fails it
-with a message (not a traceback), and typical mistakes are caught and named."""
+with a message (not a traceback), and typical mistakes are caught and named.
+
+The tests grade the pristine templates (minires/exercises/templates/) and the reference solutions,
+never the learner's copies in lessons/exercises/: an exercise in progress must not break pytest.
+"""
 
 import ast
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from minires.exercises import EXERCISES, check
-from minires.exercises.grader import default_file, reference_file
+from minires.exercises.grader import default_file, reference_file, template_file
 
 NAMES = list(EXERCISES)
-TEMPLATES = Path(__file__).resolve().parent.parent / "lessons" / "exercises"
+ROOT = Path(__file__).resolve().parent.parent
+LEARNER_COPIES = ROOT / "lessons" / "exercises"
 
 
 def run_grader(*args):
@@ -35,15 +42,15 @@ def test_reference_solution_passes(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_untouched_template_fails_with_a_message(name):
-    result = run_grader("check", name, "--file", str(TEMPLATES / f"{name}.py"))
+    result = run_grader("check", name, "--file", str(template_file(name)))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "backward is not written yet" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_default_file_is_the_template_of_this_checkout():
+def test_default_file_is_the_learners_copy_in_this_checkout():
     for name in NAMES:
-        assert default_file(name) == TEMPLATES / f"{name}.py"
+        assert default_file(name) == LEARNER_COPIES / f"{name}.py"
 
 
 def test_solution_passes_through_the_command_line():
@@ -68,12 +75,60 @@ def _method_sources(path, cls):
 @pytest.mark.parametrize("name", NAMES)
 def test_template_and_solution_differ_only_in_backward(name):
     cls = EXERCISES[name].cls
-    template = _method_sources(TEMPLATES / f"{name}.py", cls)
+    template = _method_sources(template_file(name), cls)
     solution = _method_sources(reference_file(name), cls)
     assert template.keys() == solution.keys()
     for method in template:
         if method != "backward":
             assert template[method] == solution[method], f"{name}: {method} differs"
+
+
+def _edited_in_this_checkout(path):
+    """True when git says path has uncommitted changes, or there is no git to ask."""
+    try:
+        result = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", path.name],
+                                cwd=path.parent, capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return True
+    return result.returncode != 0  # 1: modified; 128 and others: not a git checkout
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_learners_copy_is_the_template_as_committed(name):
+    """lessons/exercises/NAME.py is committed as the template; once the learner edits it, it is
+    theirs and is neither compared nor graded here."""
+    mine = LEARNER_COPIES / f"{name}.py"
+    if mine.read_text() == template_file(name).read_text():
+        return
+    if _edited_in_this_checkout(mine):
+        pytest.skip(f"{mine.name} has been edited: the learner's copy, not the template")
+    raise AssertionError(f"{mine} is committed with changes that {template_file(name)} lacks: "
+                         "edit both (or run `python -m minires.exercises reset NAME`)")
+
+
+def test_an_exercise_in_progress_does_not_break_the_suite(tmp_path):
+    """A copy of the checkout where the learner has half-written two exercises and broken a
+    third: this file's tests, run there, still pass."""
+    copy = tmp_path / "checkout"
+    shutil.copytree(ROOT / "minires", copy / "minires",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(LEARNER_COPIES, copy / "lessons" / "exercises")
+    (copy / "tests").mkdir()
+    shutil.copy(__file__, copy / "tests" / "test_exercises.py")
+    mine = copy / "lessons" / "exercises"
+    relu = mine / "relu.py"
+    relu.write_text(relu.read_text().replace('raise NotImplementedError("write ReLU.backward")',
+                                             "return dy  # a first try"))
+    (mine / "conv2d.py").write_text("def broken(:\n")
+    bn = mine / "batchnorm.py"
+    bn.write_text(bn.read_text().replace("eps=1e-5", "eps=1e-3"))
+    env = dict(os.environ, PYTHONPATH=str(copy))  # the copy's minires, ahead of the installed one
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k",
+         "not in_progress", str(copy / "tests" / "test_exercises.py")],
+        cwd=copy, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout
 
 
 def _broken(tmp_path, name, old, new):

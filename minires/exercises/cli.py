@@ -1,12 +1,25 @@
-"""Command line of the exercises: `python -m minires.exercises list | check NAME [--file PATH]`.
+"""Command line of the exercises: `python -m minires.exercises list | check NAME [--file PATH] |
+reset NAME`.
 
 Exit status 0 when every checked exercise passes, 1 when one fails.
 """
 
 import argparse
+import shutil
 
 from .catalog import EXERCISES
-from .grader import check, default_file
+from .grader import check, default_file, template_file
+
+
+def reset(name):
+    """Put the pristine template back in lessons/exercises/, keeping the learner's file as .bak."""
+    mine, pristine = default_file(name), template_file(name)
+    if mine.is_file() and mine.read_text() != pristine.read_text():
+        backup = mine.with_name(mine.name + ".bak")
+        shutil.copyfile(mine, backup)
+        print(f"your version is saved as {backup}")
+    shutil.copyfile(pristine, mine)
+    print(f"{mine} is the template again")
 
 
 def main(argv=None):
@@ -20,11 +33,17 @@ def main(argv=None):
     checker.add_argument("name", choices=list(EXERCISES) + ["all"])
     checker.add_argument("--file", help="the file to check (default: the template in "
                                         "lessons/exercises/)")
+    resetter = commands.add_parser("reset", help="start an exercise again from its template "
+                                                 "(your file is kept as NAME.py.bak)")
+    resetter.add_argument("name", choices=list(EXERCISES))
     args = parser.parse_args(argv)
 
     if args.command == "list":
         for name, ex in EXERCISES.items():
             print(f"{name:<10} {ex.summary} ({ex.lesson}): {default_file(name)}")
+        return 0
+    if args.command == "reset":
+        reset(args.name)
         return 0
     if args.name == "all":
         if args.file:

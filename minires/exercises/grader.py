@@ -34,6 +34,13 @@ def reference_file(name):
     return Path(solutions.__file__).parent / f"{name}.py"
 
 
+def template_file(name):
+    """The pristine template, as shipped: minires/exercises/templates/<name>.py. The learner
+    edits the copy in lessons/exercises/; the tests grade this one, so that work in progress
+    there never breaks them."""
+    return Path(__file__).resolve().parent / "templates" / f"{name}.py"
+
+
 class _Failed(Exception):
     """Stops a check; the message says what is wrong."""
 

@@ -1,0 +1,39 @@
+"""Exercise: the backward pass of batch normalisation in training mode (lesson 5).
+
+Each channel is normalised with the batch's own mean and variance, then scaled and shifted:
+y = gamma * x_hat + beta. Write backward(dy): return (dx, dgamma, dbeta).
+Check with `python -m minires.exercises check batchnorm`.
+"""
+
+from minires import Function
+
+
+class BatchNorm(Function):
+    """y = gamma * x_hat + beta,  x_hat = (x - mean) / sqrt(var + eps), statistics per channel;
+    backward: yours to write."""
+
+    def __init__(self, eps=1e-5):
+        self.eps = eps
+
+    def forward(self, x, gamma, beta):
+        # Statistics per channel: over N for (N, C), over N, H, W for (N, C, H, W).
+        self.axes = (0,) if x.ndim == 2 else (0, 2, 3)
+        shape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)  # broadcasts a (C,) vector against x
+        mean = x.mean(axis=self.axes, keepdims=True)
+        var = x.var(axis=self.axes, keepdims=True)  # biased, as in Ioffe & Szegedy, Algorithm 1
+        self.inv_std = 1 / (var + self.eps) ** 0.5
+        self.x_hat = (x - mean) * self.inv_std
+        self.gamma = gamma.reshape(shape)
+        return self.gamma * self.x_hat + beta.reshape(shape)
+
+    def backward(self, dy):
+        # TODO: return (dx, dgamma, dbeta) with the shapes of x, gamma (C,) and beta (C,).
+        # Sum over self.axes; m = dy.size // dy.shape[1] values per channel. Remember that the
+        # mean and the variance depend on x too.
+        raise NotImplementedError("write BatchNorm.backward")
+
+
+if __name__ == "__main__":
+    from minires.exercises import main
+
+    raise SystemExit(main(["check", "batchnorm", "--file", __file__]))
