@@ -220,25 +220,47 @@ def inputs():
 # %% [markdown]
 # **The obvious check** differentiates the plain sum of the outputs, $L = \sum y$, as one would
 # for a scalar function. (With a one-element output, gradcheck's random upstream is a single
-# number, so this is the plain sum up to a constant factor.)
-
-# %%
-plain = minires.gradcheck(lambda x, g, b: broken_bn(x, g, b).sum(), inputs(),
-                          raise_exception=False)
-print("plain-sum check of the broken backward:", "passed" if plain else "failed")
-assert plain
-
-# %% [markdown]
-# It passes. Why? Under $L = \sum y$, $g = 1$ everywhere, and $\sum g\,\hat x = \sum \hat x = 0$
-# because $\hat x$ has mean zero by construction: the missing term is multiplied by zero. Worse,
-# the whole true $\partial L/\partial x$ is zero (shifting or scaling a channel's inputs does not
-# change its normalised outputs), so the check compared zero with zero.
+# number, so this is the plain sum up to a constant factor.) First by hand: the broken backward's
+# $\partial L/\partial x$ against central differences, element by element.
 
 # %%
 xs = inputs()
 broken_bn(*xs).sum().backward()
-print(f"plain sum: largest |dL/dx| = {np.abs(xs[0].grad).max():.1e}")
-assert np.abs(xs[0].grad).max() < 1e-12
+plain_numeric = np.zeros(xs[0].shape)
+for index in np.ndindex(*xs[0].shape):
+    bumped = [minires.tensor(t.data.copy()) for t in inputs()]
+    bumped[0].data[index] += 1e-6
+    plus = float(broken_bn(*bumped).sum().data)
+    bumped[0].data[index] -= 2e-6
+    minus = float(broken_bn(*bumped).sum().data)
+    plain_numeric[index] = (plus - minus) / 2e-6
+print(f"plain sum: largest |analytic dL/dx| = {np.abs(xs[0].grad).max():.1e}, "
+      f"largest |numeric dL/dx| = {np.abs(plain_numeric).max():.1e}")
+assert np.abs(xs[0].grad).max() < 1e-12 and np.abs(plain_numeric).max() < 1e-8
+
+# %% [markdown]
+# They agree, so an element-by-element comparison passes the broken backward. Why? Under
+# $L = \sum y$, $g = 1$ everywhere, and $\sum g\,\hat x = \sum \hat x = 0$ because $\hat x$
+# has mean zero by construction: the missing term is multiplied by zero. Worse, the whole true
+# $\partial L/\partial x$ is zero (shifting or scaling a channel's inputs does not change its
+# normalised outputs), so the comparison was zero against zero, and checked nothing. (So is
+# $\partial L/\partial \gamma = \sum \hat x = 0$; only $\partial L/\partial \beta = m$ is
+# not.)
+#
+# `minires.gradcheck` looks at each input on its own: an input whose numeric and analytic
+# gradients are both ~0 everywhere is a **vacuous** check, and it says so, even though beta's
+# check beside it is real:
+
+# %%
+try:
+    minires.gradcheck(lambda x, g, b: broken_bn(x, g, b).sum(), inputs())
+    plain_report = ""
+except minires.GradcheckError as error:
+    plain_report = str(error)
+print(plain_report)
+assert "input 0 (shape (8, 3)): vacuous" in plain_report  # x
+assert "input 1 (shape (3,)): vacuous" in plain_report  # gamma
+assert "input 2" not in plain_report  # beta's gradient is m per channel: a real check, passed
 
 # %% [markdown]
 # **With a random upstream gradient** $g$, the sums no longer vanish and the missing term shows.
@@ -251,16 +273,17 @@ print("random-upstream check of the broken backward:", "passed" if random_upstre
 assert not random_upstream
 
 # %% [markdown]
-# The engine's own batchnorm (`minires/ops/norm.py`) has all three terms and passes both:
+# The engine's own batchnorm (`minires/ops/norm.py`) has all three terms: under a plain sum its
+# check of x is just as vacuous, and with a random upstream it passes.
 
 # %%
 def real_bn(x, gamma, beta):
     return F.batch_norm(x, None, None, gamma, beta, training=True)
 
 
-print("minires batch_norm, plain sum:", minires.gradcheck(lambda *t: real_bn(*t).sum(), inputs()))
+plain_real = minires.gradcheck(lambda *t: real_bn(*t).sum(), inputs(), raise_exception=False)
 print("minires batch_norm, random upstream:", minires.gradcheck(real_bn, inputs()))
-assert minires.gradcheck(real_bn, inputs())
+assert not plain_real and minires.gradcheck(real_bn, inputs())
 
 # %% [markdown]
 # ## What to take away
@@ -269,7 +292,8 @@ assert minires.gradcheck(real_bn, inputs())
 #   with a **relative** error.
 # - Always use a **random upstream gradient**. Normalising ops (batchnorm, softmax) have
 #   gradients that vanish under a plain sum, so such a check can pass a wrong backward.
-# - A check whose numerical gradients are all zero checks nothing; `minires.gradcheck` says so.
+# - A check whose gradients are all zero checks nothing; `minires.gradcheck` says so, input by
+#   input.
 #
 # The exercises (`python -m minires.exercises list`) use exactly this check on the backward
 # passes you write: try `python -m minires.exercises check batchnorm` after lesson 5.

@@ -1,8 +1,9 @@
 """The lines every lesson script starts with: its flags, its output folder, saving figures.
 
-A lesson (lessons/NN_topic.py) is a script and a notebook at once (jupytext percent format), so
-it reads only the flags it knows, since Jupyter passes flags of its own, and it shows its
-figures inline when it runs in Jupyter. lessons/README.md lists the lessons.
+A lesson (lessons/NN_topic.py) is a script and a notebook at once (jupytext percent format). As
+a script it refuses a flag it does not know (a mistyped `--iter 5` is an error, not 40 silent
+iterations); in Jupyter, whose kernel has flags of its own (`-f kernel.json`), it reads none and
+runs with its defaults, and shows its figures inline. lessons/README.md lists the lessons.
 """
 
 import argparse
@@ -25,8 +26,10 @@ def parser(description, full_help):
 
 
 def parse(lesson_parser):
-    """(args, OUT): the flags the lesson knows, and its output folder, created if needed."""
-    args, _ = lesson_parser.parse_known_args()
+    """(args, OUT): the lesson's flags and its output folder, created if needed. An unknown flag
+    stops a script with a usage message; in a notebook the kernel's own flags are not the
+    lesson's, so it runs with the defaults."""
+    args = lesson_parser.parse_args([] if in_notebook() else None)
     here = Path.cwd() if in_notebook() else Path(sys.argv[0]).resolve().parent
     out = Path(args.out) if args.out else here / "out"
     out.mkdir(parents=True, exist_ok=True)

@@ -59,6 +59,36 @@ def test_vacuous_check_is_flagged():
         gradcheck(lambda x: x * 0.0, [x])
 
 
+def test_a_vacuous_input_is_refused_even_when_the_others_are_not():
+    """Lesson 2's plain-sum batchnorm: d sum(bn(x)) / dx is exactly 0, and so is d/dgamma (it is
+    sum(x_hat) = 0), while beta's gradient is m per channel: the check of beta is real, those of
+    x and gamma are vacuous, and each is refused on its own."""
+    rng = np.random.default_rng(1)
+    x = tensor(rng.standard_normal((8, 3)) * 2 + 1, requires_grad=True)
+    gamma = tensor(1 + 0.5 * rng.standard_normal(3), requires_grad=True)
+    beta = tensor(rng.standard_normal(3), requires_grad=True)
+
+    def plain_sum(x, gamma, beta):
+        return F.batch_norm(x, None, None, gamma, beta, training=True).sum()
+
+    with pytest.raises(GradcheckError) as error:
+        gradcheck(plain_sum, [x, gamma, beta])
+    message = str(error.value)
+    assert "input 0 (shape (8, 3)): vacuous" in message
+    assert "input 1 (shape (3,)): vacuous" in message
+    assert "input 2" not in message  # beta's check is real, and passes
+    x.requires_grad = gamma.requires_grad = False
+    assert gradcheck(plain_sum, [x, gamma, beta])
+    # x alone, with beta's real gradient no longer beside it, is refused all the same.
+    x.requires_grad, beta.requires_grad = True, False
+    with pytest.raises(GradcheckError, match="input 0.*vacuous"):
+        gradcheck(plain_sum, [x, gamma, beta])
+    # With a random upstream gradient, no check is vacuous, and all pass.
+    gamma.requires_grad = beta.requires_grad = True
+    assert gradcheck(lambda *t: F.batch_norm(*t[:1], None, None, *t[1:], training=True),
+                     [x, gamma, beta])
+
+
 def test_float32_is_refused_and_nothing_to_check_is_an_error():
     with pytest.raises(TypeError, match="input 0.*float32.*float64"):
         gradcheck(F.relu, [tensor(np.ones(3, np.float32), requires_grad=True)])

@@ -55,15 +55,32 @@ def test_lesson_is_a_jupytext_percent_notebook(path):
     markdown = re.findall(r"^# %% \[markdown\]$", text, flags=re.MULTILINE)
     assert len(markdown) >= 3 and len(cells) - len(markdown) >= 3
     assert "sys.path" not in text  # lessons import the installed package
-    assert "lesson.parse(parser)" in text  # known flags only, so it also works inside Jupyter
+    assert "lesson.parse(parser)" in text  # its flags checked; the kernel's ignored in Jupyter
 
 
 def test_lesson_flags_ignore_what_jupyter_passes(monkeypatch, tmp_path):
-    """Jupyter runs a notebook with flags of its own, such as --f=kernel.json: not --full."""
+    """In a notebook, the kernel's flags (-f kernel.json) are not the lesson's: defaults."""
     from minires import lesson
 
-    monkeypatch.setattr(sys, "argv", ["lesson.py", "--f=/run/kernel.json", "--out",
-                                      str(tmp_path / "figures")])
+    monkeypatch.setitem(sys.modules, "ipykernel", sys)  # what in_notebook() looks for
+    monkeypatch.setattr(sys, "argv", ["ipykernel_launcher.py", "-f", "/run/kernel.json"])
+    monkeypatch.chdir(tmp_path)
     args, out = lesson.parse(lesson.parser("Lesson 0", full_help="nothing"))
-    assert args.full is False
-    assert out == tmp_path / "figures" and out.is_dir()
+    assert args.full is False and args.out is None
+    assert out == tmp_path / "out" and out.is_dir()
+
+
+def test_an_unknown_lesson_flag_is_an_error(monkeypatch, capsys, tmp_path):
+    """A mistyped flag (`--iter 5` for `--iters 5`) stops the script instead of being dropped."""
+    from minires import lesson
+
+    parser = lesson.parser("Lesson 0", full_help="nothing")
+    parser.add_argument("--iters", type=int, default=40)
+    monkeypatch.setattr(sys, "argv", ["lesson.py", "--iter", "5", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as stop:
+        lesson.parse(parser)
+    assert stop.value.code == 2
+    assert "unrecognized arguments: --iter 5" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["lesson.py", "--iters", "5", "--out", str(tmp_path)])
+    args, out = lesson.parse(parser)
+    assert args.iters == 5 and out == tmp_path
