@@ -82,7 +82,7 @@ def train_config(args):
     if args.resume and os.path.exists(os.path.join(args.out, training.CHECKPOINT)):
         base = training.saved_config(args.out)
         if "iters" in given or "epochs" in given:  # a new length replaces the old, whichever
-            base.update(iters=None, epochs=None)
+            base.update(iters=None, epochs=None, schedule_iters=None)
     return training.TrainConfig(**{**base, **given, "out": args.out})
 
 

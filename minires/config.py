@@ -5,12 +5,15 @@ from its options). The defaults are He et al. 2015's CIFAR-10 recipe (sec. 4.2).
 
 import math
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
 from . import models
 from .checkpoint import CheckpointError
+
+PAPER_ITERATIONS = 64000  # He et al. 2015, sec. 4.2: "terminate training at 64k iterations"
+LENGTH = ("iters", "epochs", "schedule_iters")  # how long a run is; an extension changes them
 
 
 @dataclass
@@ -26,6 +29,9 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     schedule: str = "paper"     # paper (/10 at 50% and 75% of the run) or cosine
+    # The iterations the schedule is laid out over; None: the whole run. An extension (--resume
+    # with a longer --iters) sets it to the original length, so the paper's drops stay put.
+    schedule_iters: int | None = None
     warmup: bool | None = None  # 0.01 until training error < 80%; default: on for depth >= 110
     device: str = "cpu"
     data: str | None = None     # "sample", a CIFAR-10 path, or None for the cache/download
@@ -62,7 +68,7 @@ def check_config(config):
         return isinstance(value, (int, float, np.number)) and math.isfinite(value)
 
     check("shortcut", config.shortcut in models.SHORTCUTS, "one of A, B, C")
-    for name in ("iters", "epochs"):
+    for name in ("iters", "epochs", "schedule_iters"):
         value = getattr(config, name)
         check(name, value is None or (whole(value) and value > 0), "a whole number > 0")
     check("batch", whole(config.batch) and config.batch > 0, "a whole number > 0")
@@ -73,17 +79,62 @@ def check_config(config):
     check("schedule", config.schedule in ("paper", "cosine"), "paper or cosine")
     check("seed", whole(config.seed) and config.seed >= 0, "a whole number >= 0")
     check("warmup", config.warmup in (None, True, False), "True, False or None")
+    if config.schedule == "cosine" and config.schedule_iters is not None:
+        raise ConfigError(f"a cosine schedule cannot be extended: its rate reaches 0 at the end "
+                          f"of the original {config.schedule_iters} iterations, and would stay "
+                          f"0; add --change-config to lay the cosine over the new length")
 
 
-def config_differences(saved, config):
+def run_length(config, per_epoch):
+    """The total iterations of a run: --iters, or --epochs whole epochs of per_epoch iterations
+    (default: the paper's 64k iterations, rounded up to whole epochs)."""
+    if config.iters is not None:
+        return config.iters
+    epochs = config.epochs
+    if epochs is None:
+        epochs = math.ceil(PAPER_ITERATIONS / per_epoch)
+    return epochs * per_epoch
+
+
+def config_differences(saved, config, ignore=()):
     """One line per option where config differs from a checkpoint's saved config (a dict).
 
     Where the run lives (out) and what computes it (device) may change; anything else changes
     the run itself, so a resume must not change it silently.
     """
-    return [f"--{name}: {saved.get(name)!r} in the checkpoint, {value!r} now"
+    return [f"--{name.replace('_', '-')}: {saved.get(name)!r} in the checkpoint, {value!r} now"
             for name, value in asdict(config).items()
-            if name not in ("out", "device") and saved.get(name) != value]
+            if name not in ("out", "device", *ignore) and saved.get(name) != value]
+
+
+def resumed_config(saved, config, per_epoch, change_config=False):
+    """The config that a --resume of the run saved with `saved` (a dict) continues with.
+
+    A longer run than the saved one is an extension: it trains on to the new length with the
+    schedule the run had, laid out over its original length (schedule_iters), so the paper's
+    drops stay where they were and the extra iterations train at the last rate. A length equal to
+    the saved one, given as --epochs rather than --iters or the other way round, is no change.
+    A shorter run, or any other difference, is a ConfigError, unless change_config: then the run
+    continues as if it had been started with config (its schedule laid over config's length).
+    """
+    old = run_length(config_from_dict(saved, "the checkpoint"), per_epoch)
+    new = run_length(config, per_epoch)
+    if not change_config:
+        if new < old:
+            raise ConfigError(f"--resume: the run in {config.out} is {old} iterations long, and "
+                              f"--resume extends a run but does not shorten it to {new}; add "
+                              f"--change-config to continue as if it had been started that long")
+        length = {name: saved.get(name) for name in LENGTH}
+        if new == old:
+            config = replace(config, **length)
+        else:
+            config = replace(config, schedule_iters=length["schedule_iters"] or old)
+        differences = config_differences(saved, config, ignore=LENGTH)
+        if differences:
+            raise ConfigError(f"--resume: the options differ from the run in {config.out}: "
+                              + "; ".join(differences) + ". Leave them out to continue the run "
+                              "as it was, or add --change-config to continue with them")
+    return config
 
 
 def config_from_dict(saved, path):

@@ -16,18 +16,20 @@ from . import checkpoint, data, models, nn, optim
 from .backends import to_device
 from .checkpoint import CheckpointError
 from .config import (  # noqa: F401 (TrainConfig and its checks are part of this module's API)
+    PAPER_ITERATIONS,
     ConfigError,
     TrainConfig,
     check_config,
     config_differences,
     config_from_dict,
     parse_model_name,
+    resumed_config,
+    run_length,
 )
 from .function import no_grad
 from .ops.loss import cross_entropy
 from .report import plot_curves, smooth, write_metrics  # noqa: F401 (lesson 9 calls smooth)
 
-PAPER_ITERATIONS = 64000  # He et al. 2015, sec. 4.2: "terminate training at 64k iterations"
 CHECKPOINT = "checkpoint.npz"  # in config.out; checkpoint.py says why it is not a pickle
 # Files that say a folder holds a run (checkpoint.pkl: the pickles of minires 0.1).
 RUN_FILES = (CHECKPOINT, "checkpoint.pkl", "metrics.csv", "summary.json")
@@ -44,11 +46,16 @@ class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C during a run; the message says where its last checkpoint is."""
 
 
-def make_schedule(name, base_lr, total_iters, warmup=False):
+def make_schedule(name, base_lr, total_iters, warmup=False, schedule_iters=None):
     """The paper's steps (/10 at 50% and 75% of the run: 32k and 48k of its 64k iterations,
-    with ResNet-110's 0.1*base_lr warm-up when asked), or cosine decay to 0."""
+    with ResNet-110's 0.1*base_lr warm-up when asked), or cosine decay to 0.
+
+    schedule_iters (default total_iters) is the length the steps are laid out over: an extended
+    run keeps its drops at 50% and 75% of its original length and trains on at the last rate.
+    """
+    laid_over = schedule_iters or total_iters
     if name == "paper":
-        return optim.PaperSchedule(base_lr, milestones=(total_iters // 2, total_iters * 3 // 4),
+        return optim.PaperSchedule(base_lr, milestones=(laid_over // 2, laid_over * 3 // 4),
                                    total_iters=total_iters,
                                    warmup_lr=base_lr / 10 if warmup else None)
     if name == "cosine":
@@ -135,21 +142,16 @@ class Run:
             mean=self.mean, std=self.std, seed=config.seed, device=config.device)
         self.eval_loader = data.DataLoader(
             x_eval, y_eval, 500, mean=self.mean, std=self.std, device=config.device)
-        per_epoch = len(self.train_loader)
-        if config.iters is None:
-            epochs = config.epochs
-            if epochs is None:  # the paper's length, in whole epochs
-                epochs = math.ceil(PAPER_ITERATIONS / per_epoch)
-            self.total_iters = epochs * per_epoch
-        else:
-            self.total_iters = config.iters
-        self.epochs = math.ceil(self.total_iters / per_epoch)
+        self.per_epoch = len(self.train_loader)
+        self.total_iters = run_length(config, self.per_epoch)
+        self.epochs = math.ceil(self.total_iters / self.per_epoch)
         self.model = build_model(config).to(config.device)
         self.optimizer = optim.SGD(self.model.parameters(), lr=config.lr,
                                    momentum=config.momentum, weight_decay=config.weight_decay)
         depth = parse_model_name(config.model)[0]
         warmup = config.warmup if config.warmup is not None else depth >= 110
-        self.schedule = make_schedule(config.schedule, config.lr, self.total_iters, warmup)
+        self.schedule = make_schedule(config.schedule, config.lr, self.total_iters, warmup,
+                                      config.schedule_iters)
         self.iteration, self.epoch = 0, 0
         self.history = []  # one row per epoch: training and test loss and error
         self.steps = []  # one row per iteration: iteration, lr, batch loss, batch error
@@ -163,7 +165,7 @@ class Run:
             "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
             "loader": self.train_loader.state_dict(), "iteration": self.iteration,
             "epoch": self.epoch, "history": self.history, "steps": self.steps,
-            "mean": self.mean, "std": self.std,
+            "mean": self.mean, "std": self.std, "iters_per_epoch": self.per_epoch,
         })
 
     def resume(self, path=None):
@@ -285,11 +287,9 @@ def train(config, resume=False, overwrite=False, change_config=False, progress=T
                 " (the checkpoint.pkl beside it is a pickle of minires 0.1: pickles can run code, "
                 "so this version does not read them)" if old else ""))
         state = load_checkpoint(path)
-        differences = config_differences(state["config"], config)
-        if differences and not change_config:
-            raise ConfigError(f"--resume: the options differ from the run in {config.out}: "
-                              + "; ".join(differences) + ". Leave them out to continue the run "
-                              "as it was, or add --change-config to continue with them")
+        # Only checkpoints of a run shorter than an epoch lack iters_per_epoch (it came later).
+        per_epoch = state.get("iters_per_epoch") or state["history"][0]["iteration"]
+        config = resumed_config(state["config"], config, per_epoch, change_config)
     elif not overwrite:
         found = [name for name in RUN_FILES if os.path.exists(os.path.join(config.out, name))]
         if found:
@@ -301,11 +301,24 @@ def train(config, resume=False, overwrite=False, change_config=False, progress=T
     run = Run(config)
     if state is not None:
         run.load_state(state, path)
+        print(resume_note(run))
     try:
         return run.fit(progress=progress, on_epoch_end=on_epoch_end)
     except KeyboardInterrupt as e:
         raise RunInterrupted(f"interrupted at iteration {run.iteration}; {run.where_saved()}"
                              + ("; continue with --resume" if run.saved_iteration else "")) from e
+
+
+def resume_note(run):
+    """One line that says where a resumed run continues and, for an extension, what its learning
+    rate does past the original end."""
+    note = f"resuming {run.config.out} at iteration {run.iteration} of {run.total_iters}"
+    if run.config.schedule_iters:
+        drops = " and ".join(str(m) for m in run.schedule.milestones)
+        last = run.schedule.base_lr * run.schedule.gamma ** len(run.schedule.milestones)
+        note += (f" (extending the original {run.config.schedule_iters}: the learning rate keeps "
+                 f"its drops at iterations {drops} and trains on at {last:g})")
+    return note
 
 
 def saved_config(folder):

@@ -57,7 +57,7 @@ def test_options_out_of_range_get_one_line(tmp_path, capsys, option, value, expe
 
 def test_a_run_is_never_overwritten_or_resumed_with_other_options(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(capsys, "train", *SMALL, "--iters", 4, "--out", run)[0] == 0
+    assert main(capsys, "train", *SMALL, "--iters", 4, "--seed", 3, "--out", run)[0] == 0
     before = (run / training.CHECKPOINT).read_bytes()
 
     line = error_line(capsys, "train", *SMALL, "--iters", 2, "--out", run)
@@ -65,16 +65,84 @@ def test_a_run_is_never_overwritten_or_resumed_with_other_options(tmp_path, caps
     line = error_line(capsys, "train", *SMALL, "--out", run, "--resume", "--batch", 16,
                       "--lr", 0.05)
     assert "--batch: 32 in the checkpoint, 16 now" in line and "--lr: 0.1 in the checkpoint" in line
+    line = error_line(capsys, "train", "--out", run, "--resume", "--model", "plain8", "--data",
+                      tmp_path / "elsewhere", "--seed", 0, "--schedule", "cosine")
+    for expect in ("--model: 'resnet8' in the checkpoint, 'plain8' now", "--data: 'sample'",
+                   "--seed: 3 in the checkpoint, 0 now", "--schedule: 'paper'"):
+        assert expect in line
+    assert "does not shorten it to 2" in error_line(capsys, "train", "--out", run, "--resume",
+                                                    "--iters", 2)
     assert (run / training.CHECKPOINT).read_bytes() == before  # nothing was touched
 
-    # --resume alone continues with the run's own options; a longer run must be asked for.
-    assert "--iters: 4 in the checkpoint, 8 now" in error_line(
-        capsys, "train", "--out", run, "--resume", "--iters", 8, "--no-progress")
-    assert main(capsys, "train", "--out", run, "--resume", "--iters", 8, "--change-config",
-                "--no-progress")[0] == 0
-    assert iteration_in(run) == 8
     assert main(capsys, "train", *SMALL, "--iters", 2, "--out", run, "--overwrite")[0] == 0
     assert iteration_in(run) == 2
+
+
+def test_resume_takes_model_data_batch_schedule_and_seed_from_the_checkpoint(tmp_path, capsys,
+                                                                             monkeypatch):
+    options = ["--model", "resnet8", "--shortcut", "B", "--data", "sample", "--batch", 48,
+               "--lr", 0.05, "--schedule", "cosine", "--seed", 7, "--epochs", 2, "--no-progress"]
+    assert main(capsys, "train", *options, "--out", tmp_path / "straight")[0] == 0
+
+    def interrupt(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "write_metrics", interrupt)
+    assert main(capsys, "train", *options, "--out", tmp_path / "run")[0] == 1
+    monkeypatch.undo()
+    # No --data: were it not the checkpoint's, this would look for CIFAR-10 and fail.
+    status, out, err = main(capsys, "train", "--out", tmp_path / "run", "--resume",
+                            "--no-progress")
+    assert status == 0, err
+    assert f"resuming {tmp_path / 'run'} at iteration 20 of 40" in out
+    straight = training.load_checkpoint(tmp_path / "straight" / training.CHECKPOINT)
+    resumed = training.load_checkpoint(tmp_path / "run" / training.CHECKPOINT)
+    assert {**resumed["config"], "out": None} == {**straight["config"], "out": None}
+    assert resumed["steps"] == straight["steps"]  # the same lr, loss and error at every step
+    for key, value in straight["model"].items():
+        np.testing.assert_array_equal(resumed["model"][key], value, err_msg=key)
+
+
+def learning_rates(folder):
+    return [round(step["lr"], 6) for step in
+            training.load_checkpoint(folder / training.CHECKPOINT)["steps"]]
+
+
+def test_an_extension_keeps_the_paper_schedules_drops_where_they_were(tmp_path, capsys):
+    first = [0.1, 0.1, 0.01, 0.001]  # a run of 4: drops at 50% and 75%, iterations 2 and 3
+    for name in ("kept", "stretched"):
+        assert main(capsys, "train", *SMALL, "--iters", 4, "--out", tmp_path / name)[0] == 0
+        assert learning_rates(tmp_path / name) == first
+
+    status, out, _ = main(capsys, "train", "--out", tmp_path / "kept", "--resume", "--iters", 8,
+                          "--no-progress")
+    assert status == 0
+    assert ("at iteration 4 of 8 (extending the original 4: the learning rate keeps its drops at "
+            "iterations 2 and 3 and trains on at 0.001)") in out
+    assert learning_rates(tmp_path / "kept") == first + [0.001] * 4
+    # Extending again (by epochs now: 31 iterations each) still keeps the original drops.
+    assert main(capsys, "train", "--out", tmp_path / "kept", "--resume", "--epochs", 1,
+                "--no-progress")[0] == 0
+    assert learning_rates(tmp_path / "kept") == first + [0.001] * 27
+    saved = training.saved_config(tmp_path / "kept")
+    assert (saved["epochs"], saved["iters"], saved["schedule_iters"]) == (1, None, 4)
+
+    # --change-config lays the schedule over the new length instead: drops at 4 and 6.
+    assert main(capsys, "train", "--out", tmp_path / "stretched", "--resume", "--iters", 8,
+                "--change-config", "--no-progress")[0] == 0
+    assert learning_rates(tmp_path / "stretched") == first + [0.01, 0.01, 0.001, 0.001]
+    assert training.saved_config(tmp_path / "stretched")["schedule_iters"] is None
+
+
+def test_a_cosine_run_is_not_extended_without_change_config(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(capsys, "train", *SMALL, "--iters", 4, "--schedule", "cosine", "--out", run)[0] == 0
+    line = error_line(capsys, "train", "--out", run, "--resume", "--iters", 8)
+    assert "a cosine schedule cannot be extended" in line and "--change-config" in line
+    assert main(capsys, "train", "--out", run, "--resume", "--iters", 8, "--change-config",
+                "--no-progress")[0] == 0
+    rates = learning_rates(run)
+    assert rates[4] > rates[3] and rates[-1] < rates[4]  # a new cosine over 8 iterations
 
 
 def test_stale_temporary_files_are_removed_on_the_next_start(tmp_path, capsys):

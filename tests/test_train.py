@@ -60,6 +60,25 @@ def test_interrupted_and_resumed_run_ends_bit_for_bit_equal(tmp_path, tiny_data)
     assert state_a["history"][-1]["train_loss"] == state_b["history"][-1]["train_loss"]
 
 
+def test_an_extension_is_the_run_whose_schedule_was_laid_over_the_original_length(tmp_path,
+                                                                                     tiny_data):
+    training.train(tiny_config(tmp_path / "a", iters=4), progress=False)
+    training.train(tiny_config(tmp_path / "a", iters=12), resume=True, progress=False)
+    assert training.saved_config(tmp_path / "a")["schedule_iters"] == 4
+    # The same run, started with its schedule laid over 4 iterations, ends bit for bit equal.
+    training.train(tiny_config(tmp_path / "b", iters=12, schedule_iters=4), progress=False)
+    a, b = weights(tmp_path / "a/checkpoint.npz"), weights(tmp_path / "b/checkpoint.npz")
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    # A length given as epochs (4 iterations each here) that equals the run's is no change.
+    training.train(tiny_config(tmp_path / "a", iters=None, epochs=3, schedule_iters=None),
+                   resume=True, progress=False)
+    assert training.saved_config(tmp_path / "a")["iters"] == 12
+    with pytest.raises(training.ConfigError, match="does not shorten it to 8"):
+        training.train(tiny_config(tmp_path / "a", iters=None, epochs=2, schedule_iters=None),
+                       resume=True, progress=False)
+
+
 def test_outputs_of_a_run(tmp_path, tiny_data):
     summary = training.train(tiny_config(tmp_path, schedule="cosine"), progress=False)
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -117,6 +136,8 @@ def test_paper_schedule_scales_to_the_run_and_model_names():
     assert [schedule.lr(i) for i in (0, 31999, 32000, 48000)] == pytest.approx(
         [0.1, 0.1, 0.01, 0.001])
     assert training.make_schedule("paper", 0.1, 100).lr(75) == pytest.approx(0.001)
+    extended = training.make_schedule("paper", 0.1, 128000, schedule_iters=64000)
+    assert extended.milestones == (32000, 48000) and extended.lr(100000) == pytest.approx(0.001)
     assert training.parse_model_name("plain56") == (56, False)
     with pytest.raises(ValueError, match="resnetN or plainN"):
         training.parse_model_name("vgg16")
