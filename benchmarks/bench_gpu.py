@@ -9,6 +9,14 @@ CUDA for the PyTorch columns. Three parts, each printed as times and a ratio (>1
   3. A full ResNet-20 training step (forward, backward, SGD) against the same net in PyTorch.
 
     python benchmarks/bench_gpu.py [--batch 128] [--repeat 20] [--skip-naive]
+
+`--count` needs no GPU: it runs one ResNet-20 training step on the CPU under the CUDA emulator
+and prints the kernel launches and device-to-host syncs the step would cost on CuPy
+(minires/backends/cuda/counting.py says what counts). The count does not depend on the batch
+from batch 4 up (below that, split-K leaves some weight gradients unsplit), so it runs at batch
+4 unless --batch says otherwise:
+
+    python benchmarks/bench_gpu.py --count [--batch 4] [--by-name]
 """
 
 import argparse
@@ -23,10 +31,21 @@ STAGES = [("stage 1", 16, 32), ("stage 2", 32, 16), ("stage 3", 64, 8)]
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=None, help="default 128 (4 with --count)")
     parser.add_argument("--repeat", type=int, default=20, help="timed runs per measurement")
     parser.add_argument("--skip-naive", action="store_true", help="the naive GEMM is slow")
+    parser.add_argument("--count", action="store_true",
+                        help="count launches and syncs of a training step, on the CPU")
+    parser.add_argument("--by-name", action="store_true", help="with --count: which ops launch")
     args = parser.parse_args()
+    if args.count:
+        count = count_training_step(args.batch or 4)
+        print(f"launches per step: {count.launches}, syncs per step: {count.syncs}")
+        if args.by_name:
+            for name, n in count.by_name.most_common():
+                print(f"  {n:5d}  {name}")
+        return
+    args.batch = args.batch or 128
 
     from minires.backends import import_cupy
 
@@ -42,6 +61,41 @@ def main():
     torch = import_torch_cuda()
     bench_conv(cupy, torch, args)
     bench_training_step(cupy, torch, args)
+
+
+def count_training_step(batch):
+    """Launches and syncs of the second ResNet-20 training step (forward, cross-entropy,
+    backward, SGD) under the emulated CUDA backend: the first step makes the momentum buffers."""
+    import minires
+    from minires import backends, models, optim
+    from minires import functional as F
+    from minires.backends.cuda import counting, emulator
+
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
+    labels = rng.integers(0, 10, batch)
+    model = models.resnet20()
+    sgd = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    x, y = counting.device_array(images), counting.device_array(labels)
+
+    def step():
+        sgd.zero_grad()
+        F.cross_entropy(model(minires.tensor(x)), y).backward()
+        sgd.step()
+
+    # The count is of the code path, not of the values: skip the race detector's bookkeeping.
+    with backends.using("cuda"), emulator.race_detection(False):
+        with counting.counting():  # inside it, setting .data keeps the CountingArray
+            for module in model.modules():  # every parameter and buffer as "device" memory
+                for param in module._parameters.values():
+                    param.data = counting.device_array(param.data)
+                for name, buffer in module._buffers.items():
+                    if buffer is not None:
+                        module._buffers[name] = counting.device_array(buffer)
+            step()
+        with counting.counting() as count:
+            step()
+    return count
 
 
 def import_torch_cuda():

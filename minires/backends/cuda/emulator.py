@@ -105,6 +105,7 @@ class Kernel:
         device_copies = []  # (host array, its copy in "device memory")
         for (_, name), arg in zip(self.params, args):
             if isinstance(arg, np.ndarray):
+                arg = arg.view(np.ndarray)  # a CountingArray's copies are not the kernel's own
                 if launch.num_arrays == MAX_ARRAYS:
                     raise ValueError(f"{self.name}: more than {MAX_ARRAYS} array arguments")
                 device = _device_copy(arg)

@@ -58,8 +58,7 @@ def im2col(x, KH, KW, stride, padding):
     (sh, sw), (ph, pw) = stride, padding
     H_out = conv_output_size(H, KH, sh, ph)
     W_out = conv_output_size(W, KW, sw, pw)
-    xp = get_array_module(x)
-    cols = xp.empty((C * KH * KW, N * H_out * W_out), dtype=np.float32)
+    cols = _empty(x, (C * KH * KW, N * H_out * W_out))
     _check_fits("im2col", x.size, cols.size)
     launch("im2col", grid=(ceil_div(cols.size, THREADS),), block=(THREADS,),
            args=(x, cols, *_int32(N, C, H, W, KH, KW, sh, sw, ph, pw, H_out, W_out)))
@@ -79,8 +78,7 @@ def col2im(cols, x_shape, KH, KW, stride, padding):
     if cols.shape != (C * KH * KW, N * H_out * W_out):
         raise ValueError(f"col2im: cols has shape {cols.shape}, but x_shape {tuple(x_shape)} with "
                          f"a {KH}x{KW} kernel needs {(C * KH * KW, N * H_out * W_out)}")
-    xp = get_array_module(cols)
-    x = xp.empty((N, C, H, W), dtype=np.float32)  # every pixel is written: no zeroing
+    x = _empty(cols, (N, C, H, W))  # every pixel is written: no zeroing
     _check_fits("col2im", x.size, cols.size)
     launch("col2im", grid=(ceil_div(x.size, THREADS),), block=(THREADS,),
            args=(cols, x, *_int32(N, C, H, W, KH, KW, sh, sw, ph, pw, H_out, W_out)))
@@ -101,15 +99,14 @@ def gemm(a, b, trans_a=False, trans_b=False):
         # `@`: cupy.matmul, i.e. cuBLAS, on CuPy arrays
         return reference.gemm(a, b, trans_a, trans_b)
     a, b = _kernel_input("gemm", a), _kernel_input("gemm", b)
-    xp = get_array_module(a, b)
     if _gemm_kind == "naive":
-        c = xp.empty((M, N), dtype=np.float32)
+        c = _empty(a, (M, N))
         _check_fits("gemm", a.size, b.size, c.size)
         launch("gemm_naive", grid=(ceil_div(N, NAIVE_BLOCK[0]), ceil_div(M, NAIVE_BLOCK[1])),
                block=NAIVE_BLOCK, args=(a, b, c, *_int32(M, N, K, trans_a, trans_b)))
         return c
     splits, k_per_split = split_k(M, N, K)
-    c = xp.empty((splits, M, N), dtype=np.float32)  # one partial product per slice of K
+    c = _empty(a, (splits, M, N))  # one partial product per slice of K
     _check_fits("gemm", a.size, b.size, c.size)
     launch("gemm_tiled", grid=(ceil_div(N, TILE_N), ceil_div(M, TILE_M), splits),
            block=(TILED_THREADS,), args=(a, b, c, *_int32(M, N, K, trans_a, trans_b, k_per_split)))
@@ -131,6 +128,12 @@ def _kernel_input(op, a):
         raise TypeError(f"{op}: the GPU kernels compute in float32 (float64 takes the reference "
                         f"path), got {a.dtype}: convert with .astype(numpy.float32)")
     return get_array_module(a).ascontiguousarray(a)
+
+
+def _empty(like, shape):
+    """An unfilled float32 array of this shape where `like` lives (empty_like, rather than
+    xp.empty, also keeps counting.py's CountingArrays counting)."""
+    return get_array_module(like).empty_like(like, dtype=np.float32, order="C", shape=shape)
 
 
 def _int32(*values):

@@ -5,6 +5,7 @@ file is read from the installed package and compiled once per process, and the a
 checked against the kernel's C signature: a raw CUDA launch checks nothing, it copies bytes.
 CuPy arrays run on the GPU (`cupy.RawModule`); NumPy arrays run under the CUDA emulator
 (emulator.py, kernels/emu), which is how the tests run every line of this file without a GPU.
+Every launch is counted (counting.py): launches are a budget, and the count needs no GPU.
 """
 
 import functools
@@ -14,6 +15,7 @@ from importlib import resources
 import numpy as np
 
 from ..devices import get_array_module, import_cupy
+from .counting import count_launch
 
 # Which file holds each kernel (one compiled module per file, as CuPy's RawModule has it).
 KERNEL_FILES = {
@@ -41,9 +43,15 @@ def launch(kernel_name, grid, block, args, shared_mem=0):
         return  # nothing to compute (CUDA would reject a zero-sized grid)
     code = kernel_source(KERNEL_FILES[kernel_name])
     check_args(kernel_name, kernel_signature(code, kernel_name), args)
-    emulated = get_array_module(*args) is np
-    function = compile_module(code, emulated).get_function(kernel_name)
+    function = get_function(code, kernel_name, emulated=get_array_module(*args) is np)
+    count_launch(kernel_name)
     function(tuple(grid), tuple(block), tuple(args), shared_mem=shared_mem)
+
+
+@functools.cache
+def get_function(code, kernel_name, emulated):
+    """The kernel, looked up once: a lookup per launch would cost as much as the launch."""
+    return compile_module(code, emulated).get_function(kernel_name)
 
 
 @functools.cache
