@@ -1,14 +1,16 @@
-"""The command line: `python -m minires train | eval | demo` (lesson 9 walks through a run).
+"""The command line: `minires train | eval | demo` (lesson 9 walks through a run).
 
-    python -m minires train --model resnet20 --epochs 182 --device gpu --data cifar-10-python.tar.gz
-    python -m minires train --out runs/run --resume
-    python -m minires eval --checkpoint runs/run/checkpoint.npz
-    python -m minires eval --checkpoint resnet20-12fca82f.th --data cifar-10-python.tar.gz
-    python -m minires demo
+  minires train --model resnet20 --device gpu --data cifar-10-python.tar.gz
+  minires train --out runs/run --resume                  # continue the run in runs/run
+  minires train --out runs/run --resume --iters 128000   # extend it
+  minires eval --checkpoint runs/run/checkpoint.npz
+  minires eval --checkpoint resnet20-12fca82f.th --data cifar-10-python.tar.gz   # PyTorch's
+  minires demo
 
-A mistake (an option out of range, a missing or damaged file) gets one line, `minires: error:
-...`, and exit status 2; Ctrl-C during a run says where its checkpoint is and exits with 1.
---debug (or MINIRES_DEBUG=1) shows the full traceback instead.
+`python -m minires` is the same command, without the console script. A mistake (an option
+out of range, a missing or damaged file) gets one line, `minires: error: ...`, and exit status 2;
+Ctrl-C during a run says where its checkpoint is and exits with 1. --debug (or MINIRES_DEBUG=1)
+shows the full traceback instead.
 """
 
 import argparse
@@ -16,61 +18,100 @@ import os
 import sys
 from dataclasses import asdict
 
+from . import __version__
 from . import train as training
 
 # The train options that make a TrainConfig. They default to None here, so that with --resume
-# the options the user left out come from the checkpoint (TrainConfig holds the real defaults).
-CONFIG_OPTIONS = ("model", "shortcut", "iters", "epochs", "batch", "lr", "schedule", "device",
-                  "data", "val", "seed")
+# the options the user left out come from the checkpoint (TrainConfig holds the real defaults,
+# which the help shows).
+CONFIG_OPTIONS = ("model", "shortcut", "iters", "epochs", "batch", "lr", "schedule", "warmup",
+                  "device", "data", "val", "seed")
+DEFAULT = training.TrainConfig()
+EXAMPLES = "\n".join(["examples:", *__doc__.splitlines()[2:8]])
+
+
+def program_name():
+    """'minires' for the console script, 'python -m minires' for the module."""
+    return "python -m minires" if sys.argv[0].endswith("__main__.py") else "minires"
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m minires", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog=program_name(), description=__doc__.splitlines()[0],
+                                     epilog=EXAMPLES, formatter_class=formatter)
+    parser.add_argument("--version", action="version", version=f"minires {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,demo}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (or set MINIRES_DEBUG=1)")
 
-    p = commands.add_parser("train", parents=[common], help="train a CIFAR ResNet or plain net")
-    p.add_argument("--model", help="resnetN or plainN, N = 6n+2 (default resnet20)")
-    p.add_argument("--shortcut", choices="ABC", help="He et al.'s option A (default), B or C")
+    p = commands.add_parser(
+        "train", parents=[common], formatter_class=formatter,
+        help="train a CIFAR ResNet or plain net (He et al. 2015, sec. 4.2)",
+        description="Train a CIFAR ResNet or plain net with He et al. 2015's recipe (sec. 4.2).",
+        epilog="With --resume, an option left out takes the run's own value, not the default "
+               "shown;\na longer --iters or --epochs extends the run (the README says how its "
+               "schedule\ncontinues); any other changed option needs --change-config.")
+    p.add_argument("--model", help=f"resnetN or plainN, N = 6n+2 (default: {DEFAULT.model})")
+    p.add_argument("--shortcut", choices="ABC", help="He et al.'s option A (zero padding), B "
+                   "(projections where the shape changes) or C (always projections) "
+                   f"(default: {DEFAULT.shortcut})")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--iters", type=int, help="total iterations (the paper: 64000)")
-    length.add_argument("--epochs", type=int, help="epochs instead of --iters")
-    p.add_argument("--batch", type=int, help="batch size (default 128)")
-    p.add_argument("--lr", type=float, help="learning rate (default 0.1)")
+    length.add_argument("--iters", type=int, help="total iterations (default: the paper's "
+                        f"{training.PAPER_ITERATIONS}, rounded up to whole epochs)")
+    length.add_argument("--epochs", type=int, help="the length in epochs instead of --iters "
+                        "(default: none, --iters decides)")
+    p.add_argument("--batch", type=int, help=f"images per iteration (default: {DEFAULT.batch})")
+    p.add_argument("--lr", type=float,
+                   help=f"learning rate at the start of the schedule (default: {DEFAULT.lr})")
     p.add_argument("--schedule", choices=["paper", "cosine"],
-                   help="paper (default): /10 at 50%% and 75%% of the run; cosine: cosine decay")
-    p.add_argument("--device", choices=["cpu", "gpu"], help="default cpu")
+                   help="paper: /10 at 50%% and 75%% of the run; cosine: cosine decay to 0 "
+                   f"(default: {DEFAULT.schedule})")
+    p.add_argument("--warmup", action=argparse.BooleanOptionalAction,
+                   help="start at lr/10 until the training error is below 80%%, then lr, as He "
+                   "et al. did for ResNet-110 (default: on for depth 110 and more, off below)")
+    p.add_argument("--device", choices=["cpu", "gpu"],
+                   help=f"where to compute (default: {DEFAULT.device})")
     p.add_argument("--data", help="CIFAR-10 tarball or folder, or 'sample' for the embedded "
-                   "sample (default: $MINIRES_DATA or ~/.cache/minires, downloading if needed)")
+                   "sample (default: $MINIRES_CIFAR10, else the archive in $MINIRES_DATA or "
+                   "~/.cache/minires, downloaded if needed)")
     p.add_argument("--val", action="store_true", default=None, help="hold out 5k training "
-                   "images (the paper's 45k/5k split) and evaluate on them, not the test set")
-    p.add_argument("--seed", type=int, help="default 0")
-    p.add_argument("--out", default="runs/run", help="folder for checkpoint, metrics and plot "
-                   "(default runs/run)")
+                   "images (the paper's 45k/5k split) and evaluate on them (default: off, "
+                   "evaluate on the 10k test images)")
+    p.add_argument("--seed", type=int, help="seed of the initial weights, the shuffling and the "
+                   f"augmentation (default: {DEFAULT.seed})")
+    p.add_argument("--out", default=DEFAULT.out, help="folder for checkpoint, metrics and plot "
+                   "(default: %(default)s)")
     again = p.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true", help="continue the run in --out, with "
-                       "its options (give only those you repeat or, with --change-config, change)")
+    again.add_argument("--resume", action="store_true", help="continue the run in --out with "
+                       "its own options, or extend it with a longer --iters/--epochs")
     again.add_argument("--overwrite", action="store_true",
                        help="start afresh in an --out that holds a run, replacing it")
-    p.add_argument("--change-config", action="store_true",
-                   help="with --resume: continue with the options given here where they differ")
+    p.add_argument("--change-config", action="store_true", help="with --resume: continue with "
+                   "the options given here as if the run had been started with them")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = commands.add_parser("eval", parents=[common], help="test accuracy of a checkpoint")
+    p = commands.add_parser(
+        "eval", parents=[common], help="test accuracy of a checkpoint, minires's or PyTorch's",
+        description="The test accuracy of a minires checkpoint.npz or of a PyTorch checkpoint "
+                    "(.th/.pt/.pth), read without PyTorch and without running its code.")
     p.add_argument("--checkpoint", required=True, help="a minires checkpoint.npz, or a PyTorch "
                    ".th/.pt/.pth file (akamaster/pytorch_resnet_cifar10's, say)")
-    p.add_argument("--data", help="CIFAR-10 location (default: the one the run trained on)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
-    p.add_argument("--model", help="for a PyTorch file, which holds no config: resnetN or plainN "
-                   "(default resnet20)")
-    p.add_argument("--shortcut", choices="ABC", help="for a PyTorch file (default A)")
+    p.add_argument("--data", help="CIFAR-10 location (default: the one the run trained on; "
+                   "for a PyTorch file, as for train)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+                   help="where to compute (default: %(default)s)")
+    p.add_argument("--model", help="for a PyTorch file, which holds no config: resnetN or "
+                   "plainN (default: resnet20)")
+    p.add_argument("--shortcut", choices="ABC", help="for a PyTorch file (default: A)")
 
     p = commands.add_parser("demo", parents=[common],
-                            help="a two-minute CPU run on the embedded CIFAR-10 sample")
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--epochs", type=int, default=15)
+                            help="a two-minute CPU run on the embedded CIFAR-10 sample",
+                            description="ResNet-8 on the 1,000 + 500 images embedded in "
+                            "minires, on the CPU: no download, about two minutes.")
+    p.add_argument("--out", default="runs/demo",
+                   help="folder for checkpoint, metrics and plot (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=15, help="epochs (default: %(default)s)")
     return parser
 
 

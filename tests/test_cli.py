@@ -212,3 +212,61 @@ def test_demo_runs_again_but_keeps_another_run(tmp_path, capsys):
     assert summary["iterations"] == 15 and np.isfinite(summary["test_accuracy"])
     line = error_line(capsys, "demo", "--epochs", 2, "--out", tmp_path / "demo")
     assert "already holds a run" in line
+
+
+# -- a CLI that explains itself -------------------------------------------------------------------
+
+def subcommands():
+    parser = cli.build_parser()
+    choices = next(a for a in parser._actions if isinstance(a, cli.argparse._SubParsersAction))
+    return parser, choices.choices
+
+
+def test_every_option_has_help_and_those_with_a_value_show_their_default():
+    parser, commands = subcommands()
+    assert set(commands) == {"train", "eval", "demo"}
+    for name, command in commands.items():
+        for action in command._actions:
+            assert action.help, f"{name} {action.option_strings} has no help"
+            takes_value = action.nargs != 0 and not action.required
+            if takes_value:
+                assert "(default: " in action.help, f"{name} {action.option_strings}"
+        assert "(default: " in command.format_help()
+    train_help = " ".join(commands["train"].format_help().split())
+    for shown in ("(default: resnet20)", "(default: 128)", "(default: 0.1)", "(default: 0)",
+                  "(default: runs/run)", "(default: paper)", "(default: on for depth 110",
+                  "--no-warmup", "ResNet-110", "extend"):
+        assert shown in train_help
+    assert "PyTorch" in " ".join(commands["eval"].format_help().split())
+
+
+def test_version(capsys):
+    import minires
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"minires {minires.__version__}"
+
+
+def test_the_minires_console_script_is_declared_and_points_at_main():
+    import configparser
+    import importlib
+    from pathlib import Path
+
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    scripts = setup["options.entry_points"]["console_scripts"].split("\n")
+    (target,) = [line.split("=")[1].strip() for line in scripts if line.startswith("minires")]
+    module, function = target.split(":")
+    assert getattr(importlib.import_module(module), function) is cli.main
+
+
+@pytest.mark.parametrize("flag, depth, expect", [
+    ([], 110, True), (["--no-warmup"], 110, False), ([], 20, False), (["--warmup"], 20, True)])
+def test_the_warmup_flag_turns_resnet110s_warmup_on_and_off(tmp_path, flag, depth, expect):
+    args = cli.build_parser().parse_args(["train", "--model", f"resnet{depth}", "--data",
+                                          "sample", "--out", str(tmp_path), *flag])
+    run = training.Run(cli.train_config(args))
+    assert run.schedule.warming_up is expect
+    assert run.schedule.lr(0) == pytest.approx(0.01 if expect else 0.1)
