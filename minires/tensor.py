@@ -57,9 +57,17 @@ class Tensor:
         return len(self.data)
 
     def __repr__(self):
-        grad = ", requires_grad=True" if self.requires_grad else ""
-        device = ", device='gpu'" if self.device == "gpu" else ""
-        return f"tensor({self.numpy()!r}{grad}{device})".replace("\n", "\n       ")
+        """As PyTorch prints a tensor: `tensor(2.3079, requires_grad=True)`, four decimals (none
+        for whole numbers), arrays of more than 1,000 elements summarised with `...`, and the
+        dtype named when it is not float32, the default."""
+        x = self.numpy()
+        whole = x.dtype.kind != "f" or bool(np.all(np.mod(x[np.isfinite(x)], 1) == 0))
+        text = np.array2string(x, precision=4, separator=", ", prefix="tensor(", threshold=1000,
+                               edgeitems=3, floatmode="maxprec_equal" if whole else "fixed")
+        extras = [f"dtype={x.dtype}"] if x.dtype != np.float32 else []
+        extras += ["device='gpu'"] if self.device == "gpu" else []
+        extras += ["requires_grad=True"] if self.requires_grad else []
+        return f"tensor({', '.join([text, *extras])})"
 
     def numpy(self):
         """The data as a NumPy array (copied from the GPU when needed)."""

@@ -163,3 +163,21 @@ def test_wrong_gradient_shape_from_a_backward_is_named():
 def test_leaf_tensor_is_a_tensor_instance():
     assert isinstance(tensor([1.0]), Tensor)
     assert "requires_grad=True" in repr(tensor([1.0], requires_grad=True))
+
+
+def test_repr_reads_like_pytorchs():
+    assert repr(tensor(np.float32(2.3079393), requires_grad=True)) == (
+        "tensor(2.3079, requires_grad=True)")
+    assert repr(tensor([1.0, 2.0, 3.0])) == "tensor([1., 2., 3.])"
+    assert repr(tensor([[0.1, 0.2], [0.3, 0.4]])) == (
+        "tensor([[0.1000, 0.2000],\n        [0.3000, 0.4000]])")
+    assert repr(tensor(np.arange(3))) == "tensor([0, 1, 2], dtype=int64)"
+    assert repr(tensor(np.ones(2))) == "tensor([1., 1.], dtype=float64)"  # not float32: named
+    big = repr(tensor(np.zeros((100, 100), dtype=np.float32)))
+    assert "..." in big and len(big.splitlines()) == 7  # 3 rows, "...", 3 rows
+
+
+def test_repr_matches_torch_for_float32():
+    torch = pytest.importorskip("torch")
+    x = np.array([[0.12345, -2.5], [3.0, 1e-3]], dtype=np.float32)
+    assert repr(tensor(x, requires_grad=True)) == repr(torch.tensor(x, requires_grad=True))
