@@ -20,7 +20,7 @@
 # is the derivative of each *small* operation (add, multiply, convolve), and a program chains
 # them together: **reverse-mode automatic differentiation**, or backpropagation.
 #
-# We build it twice. First for single numbers, in 60 lines (the `Value` of Karpathy's
+# We build it twice. First for single numbers, in about 80 lines (the `Value` of Karpathy's
 # micrograd), so that every step is visible. Then we read the same ideas in `minires.Tensor`,
 # which does the same for whole arrays and is the engine of every later lesson.
 #

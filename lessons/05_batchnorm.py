@@ -155,7 +155,34 @@ assert train_diff > 0.01 and eval_diff == 0
 # %% [markdown]
 # Forgetting to switch a network to evaluation mode (`model.eval()` in lesson 6 onwards) is
 # one of the most common bugs in deep learning: test accuracy then depends on the test batch
-# size, and a batch of one image is normalised to zero.
+# size. A batch of one image shows how far it can go. After a fully connected layer, the input
+# is (1, C): each channel's "batch" is a single number, which minus its own mean is 0, so every
+# image would give the same output, beta; minires (like PyTorch) refuses to train on it. After a
+# convolution, the input is (1, C, H, W) and the statistics are over the image's own pixels:
+# not zero, but each channel of the image loses its own mean and contrast, which may be what
+# told the classes apart.
+
+# %%
+one = rng.standard_normal((1, 3)).astype(np.float32) * 5 + 2
+by_hand = (one - one.mean(axis=0)) / np.sqrt(one.var(axis=0) + 1e-5)
+print(f"(1, C) input, by hand: x_hat = {by_hand.round(6)}")
+try:
+    F.batch_norm(minires.tensor(one), None, None, training=True)
+    refused = ""
+except ValueError as error:
+    refused = str(error)
+print(f"minires: {refused}")
+assert np.all(by_hand == 0) and "more than one value per channel" in refused
+
+one_map = rng.standard_normal((1, 3, 8, 8)).astype(np.float32) * 5 + 2
+map_out = F.batch_norm(minires.tensor(one_map), None, None, training=True).numpy()
+print(f"(1, C, H, W) input: channel means {one_map.mean(axis=(0, 2, 3)).round(2)} before, "
+      f"{np.abs(map_out.mean(axis=(0, 2, 3))).max():.0e} after; standard deviations "
+      f"{map_out.std(axis=(0, 2, 3)).round(3)}")
+assert np.abs(map_out).max() > 1 and np.allclose(map_out.std(axis=(0, 2, 3)), 1, atol=1e-3)
+assert np.allclose(map_out.mean(axis=(0, 2, 3)), 0, atol=1e-4)
+
+# %% [markdown]
 #
 # ## 4. The backward pass, three ways
 #

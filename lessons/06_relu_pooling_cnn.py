@@ -189,9 +189,9 @@ class SmallCNN(nn.Module):
         c = width
         self.features = nn.Sequential(
             nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
-            nn.MaxPool2d(2),  # 32x32 -> 16x16
+            nn.MaxPool2d(2, stride=2),  # 32x32 -> 16x16
             nn.Conv2d(c, 2 * c, 3, padding=1, bias=False), nn.BatchNorm2d(2 * c), nn.ReLU(),
-            nn.MaxPool2d(2),  # 16x16 -> 8x8
+            nn.MaxPool2d(2, stride=2),  # 16x16 -> 8x8
             nn.Conv2d(2 * c, 4 * c, 3, padding=1, bias=False), nn.BatchNorm2d(4 * c), nn.ReLU(),
         )
         self.pool = nn.GlobalAvgPool2d()  # (N, 4c, 8, 8) -> (N, 4c)
@@ -208,6 +208,7 @@ n_params = sum(p.size for p in model.parameters())
 print(model)
 print(f"{n_params:,} parameters (lesson 3's linear classifier had 30,730)")
 assert n_params < 30_730 or args.full
+assert "MaxPool2d(kernel_size=2, stride=2, padding=0)" in repr(model)  # windows side by side
 
 # %% [markdown]
 # Training uses `optim.SGD` with momentum 0.9 and weight decay, and a cosine learning-rate

@@ -106,16 +106,36 @@ for name, b in [("residual", block), ("plain", plain_block)]:
 # %% [markdown]
 # In general, the gradient of $s = F(x) + x$ is $\frac{\partial L}{\partial x} =
 # \frac{\partial L}{\partial s}\big(\frac{\partial F}{\partial x} + I\big)$: whatever $F$'s
-# Jacobian does, the identity term delivers the upstream gradient to $x$ unchanged. The
-# autograd engine needs nothing special for it: $x$ is used twice, and the gradients of its two
+# Jacobian does, the identity term delivers the gradient *at the sum*, $\partial L/\partial s$,
+# to $x$ unchanged. That is not the gradient at the block's output: the block returns
+# $y = \mathrm{relu}(s)$, so $\partial L/\partial s$ is $\partial L/\partial y$ with the
+# entries where $s < 0$ set to zero. Above, $F = 0$ and $x$ was non-negative, so $s = x$ and
+# nothing was masked. In a working block $F(x) \neq 0$, and $s = F(x) + x$ is negative wherever
+# $F$ pulls an activation below zero: there the identity delivers nothing. Keeping $F = 0$, a
+# signed $x$ shows the mask:
+
+# %%
+x_signed = minires.tensor(np.random.default_rng(2).standard_normal((4, 16, 8, 8))
+                          .astype(np.float32), requires_grad=True)
+block(x_signed).backward(upstream)
+passed = np.abs(x_signed.grad) > 0
+print(f"signed input: the gradient reaches {passed.mean():.0%} of x through the identity "
+      f"(where x > 0: {(x_signed.numpy() > 0).mean():.0%})")
+assert np.array_equal(passed, x_signed.numpy() > 0)
+assert np.allclose(x_signed.grad, upstream * (x_signed.numpy() > 0))
+
+# %% [markdown]
+# Through $n$ blocks, the shortcut path is a chain of $n$ such masks; the authors' next paper
+# (He et al. 2016, "Identity Mappings in Deep Residual Networks") moves the ReLU off that path.
+# The autograd engine needs nothing special for it: $x$ is used twice, and the gradients of its two
 # uses add (lesson 1, section 4). Write that backward by hand in the exercise
 # `lessons/exercises/residual.py` (`python -m minires.exercises check residual`).
 #
 # ## 2. When the shape changes: shortcuts A, B and C
 #
 # The first block of stages 2 and 3 halves the height and width (stride 2) and doubles the
-# channels, so $x$ no longer has $F(x)$'s shape. The paper compares three fixes (sec. 3.3,
-# Table 3):
+# channels, so $x$ no longer has $F(x)$'s shape. The paper offers two fixes in sec. 3.3 (A and
+# B) and adds a third in sec. 4.1 (C), where Table 3 compares all three on ImageNet:
 #
 # - **A**: identity, subsampled (every other pixel) and padded with zero channels; no
 #   parameters. The CIFAR networks of the paper use this.
@@ -197,13 +217,14 @@ lesson.save(fig, OUT / "07_gradient_norms.png")
 
 # %% [markdown]
 # The plain networks' gradients do not vanish: they *grow* towards the input, by a factor of
-# several hundred to a thousand over the 55 layers of plain-56 (and 3 to 5 over plain-20).
+# several hundred over the 55 layers of plain-56 (the line above prints it; 678 in quick mode)
+# and by a few over plain-20.
 # The paper says as much (sec. 4.1): its plain networks are trained with batchnorm, and the
 # authors "verify that the backward propagated gradients exhibit healthy norms"; the
 # difficulty is not vanishing gradients. What our measurement adds is that with batchnorm the
 # plain network's gradients *explode* backwards through depth, a known effect of batchnorm in
 # deep plain networks (Philipp et al. 2018, Yang et al. 2019): the first layers get steps a
-# thousand times larger, relative to their weights, than the last ones, and no single learning
+# few hundred times larger, relative to their weights, than the last ones, and no single learning
 # rate suits both ends.
 #
 # The ResNet's gradients stay within a small factor across all 55 layers, because each
@@ -222,7 +243,7 @@ assert ratio["plain56"] > ratio["plain20"]  # the deeper plain net is the worse 
 # - A residual block adds its input to its output; one `+` in `forward`, and its backward is the
 #   sum of two gradients (autograd does it for free, the exercise does it by hand).
 # - Option A shortcuts cost nothing; B and C add projections for a small gain.
-# - At initialisation, plain-56's gradients grow a thousandfold from its last layer to its
+# - At initialisation, plain-56's gradients grow several hundredfold from its last layer to its
 #   first; ResNet-56's stay level.
 #
 # Lesson 8 trains these networks and shows the consequence: the *degradation problem*.

@@ -133,7 +133,7 @@ cosine = optim.CosineSchedule(0.1, total_iters=64000)
 paper_lr = [paper.lr(i) for i in its]
 cosine_lr = [cosine.lr(i) for i in its]
 print("paper schedule: lr at 0, 31999, 32000, 48000:",
-      [paper.lr(i) for i in (0, 31999, 32000, 48000)])
+      ", ".join(f"{paper.lr(i):g}" for i in (0, 31999, 32000, 48000)))
 assert np.allclose([paper.lr(i) for i in (0, 31999, 32000, 48000)], [0.1, 0.1, 0.01, 0.001])
 
 fig, ax = plt.subplots(figsize=(6, 3))
@@ -174,11 +174,13 @@ else:
 run = train.Run(config)
 print(f"{len(run.train_loader)} iterations per epoch, {run.total_iters} in all, "
       f"learning-rate drops at {run.schedule.milestones}")
-result = run.fit(progress=False)
+result = run.fit(progress=False)  # prints one line per epoch: the errors
+print("what else run.history holds, per epoch:")
+print(f"{'epoch':>5} {'iteration':>9} {'lr':>7} {'train loss':>10} {'test loss':>9} "
+      f"{'images/s':>8}")
 for h in run.history:
-    print(f"epoch {h['epoch']:3d}  iteration {h['iteration']:6d}  lr {h['lr']:<7g} "
-          f"train loss {h['train_loss']:.3f}  train error {h['train_error']:.1%}  "
-          f"test error {h['test_error']:.1%}  {h['images_per_s']:.0f} images/s")
+    print(f"{h['epoch']:>5} {h['iteration']:>9} {h['lr']:>7g} {h['train_loss']:>10.3f} "
+          f"{h['test_loss']:>9.3f} {h['images_per_s']:>8.0f}")
 
 # %% [markdown]
 # What was written, and a check that the checkpoint holds the trained model: a fresh
@@ -210,7 +212,9 @@ if args.full:
 # so the thin curve is a moving average, as the paper's curves are.
 
 # %%
-print(f"{len(run.steps)} iterations logged; the last: {run.steps[-1]}")
+last = run.steps[-1]
+print(f"{len(run.steps)} iterations logged; the last: iteration {last['iteration']}, "
+      f"lr {last['lr']:g}, loss {last['loss']:.3f}, batch error {last['error']:.1%}")
 assert len(run.steps) == run.total_iters
 window = max(1, len(run.train_loader) // 4)
 fig, ax = plt.subplots(figsize=(7, 4))

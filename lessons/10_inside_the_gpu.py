@@ -147,12 +147,15 @@ for name, (M, K, P) in {"forward  y = W @ cols": (16, 144, N * H * W),
     grid = (launch.ceil_div(P, gpu.TILE_N), launch.ceil_div(M, gpu.TILE_M), splits)
     print(f"gemm_tiled, {name}: C is {M} x {P}, K = {K}: grid {grid} "
           f"({grid[0] * grid[1] * grid[2]:,} blocks)")
+weight_tiles = launch.ceil_div(144, gpu.TILE_N) * launch.ceil_div(16, gpu.TILE_M)
+print(f"the weight gradient's 16 x 144 output: {weight_tiles} tiles of {gpu.TILE_M} x {gpu.TILE_N}")
+assert (gpu.TILE_M, gpu.TILE_N) == (64, 64) and weight_tiles == 3 == grid[0] * grid[1]
 
 # %% [markdown]
-# The weight gradient is the awkward one: its output is only 16 x 144, one or two 64 x 64
-# tiles, which would leave most of a GPU's 132 multiprocessors idle while each block walks
-# a K of 131,072. So the wrapper splits K into slices, one block per tile and slice, and sums
-# the partial products (`split_k` in `gpu.py`).
+# The weight gradient is the awkward one: its output is only 16 x 144, three 64 x 64 tiles
+# (the grid's first two numbers), which would leave most of a GPU's 132 multiprocessors idle
+# while each block walks a K of 131,072. So the wrapper splits K into slices, one block per
+# tile and slice, and sums the partial products (`split_k` in `gpu.py`).
 #
 # ## 4. The same kernels, run by the emulator
 #
