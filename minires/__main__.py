@@ -68,8 +68,9 @@ def build_parser():
                    help="paper: /10 at 50%% and 75%% of the run; cosine: cosine decay to 0 "
                    f"(default: {DEFAULT.schedule})")
     p.add_argument("--warmup", action=argparse.BooleanOptionalAction,
-                   help="start at lr/10 until the training error is below 80%%, then lr, as He "
-                   "et al. did for ResNet-110 (default: on for depth 110 and more, off below)")
+                   help="paper schedule: start at lr/10 until the training error is below 80%%, "
+                   "then lr, as He et al. did for ResNet-110 (default: on for depth 110 and "
+                   "more, off below)")
     p.add_argument("--device", choices=["cpu", "gpu"],
                    help=f"where to compute (default: {DEFAULT.device})")
     p.add_argument("--data", help="CIFAR-10 tarball or folder, or 'sample' for the embedded "

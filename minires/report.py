@@ -3,6 +3,7 @@ Fig. 6 (training error, thin, and test error, bold, against iterations). Lesson 
 """
 
 import csv
+import math
 import os
 
 import numpy as np
@@ -24,24 +25,48 @@ def smooth(values, window):
     return (sums[1:] - sums[starts]) / (np.arange(1, len(values) + 1) - starts)
 
 
+def recipe(config, iterations, warmup=False):
+    """The run in two lines, for the plot's title: model and data, then the learning rate."""
+    first = f"{config.model}, shortcut {config.shortcut}, batch {config.batch}, seed {config.seed}"
+    first += ", 45k/5k split" if config.val else ""
+    second = f"SGD lr {config.lr:g}, {config.schedule} schedule"
+    second += ", warm-up" if warmup else ""
+    return f"{first}\n{second}, {iterations:,} iterations"
+
+
+def lr_changes(steps):
+    """(iteration, new rate) wherever the learning rate of steps changes: the paper's drops (and
+    the end of a warm-up). A schedule that changes the rate at every step has no steps to mark."""
+    changes = [(step["iteration"], step["lr"]) for before, step in zip(steps, steps[1:])
+               if not math.isclose(step["lr"], before["lr"])]
+    return changes if len(changes) <= 10 else []
+
+
 def plot_curves(history, steps, path, title):
     """Training error (thin: per iteration, smoothed over ~an epoch's tenth) and test error
-    (bold: per epoch) against iterations, as in the paper's Fig. 6."""
+    (bold: per epoch) against iterations, as in the paper's Fig. 6; a dashed line where the
+    learning rate changes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6, 4.4))
     window = max(1, history[0]["iteration"] // 10)
     ax.plot([s["iteration"] for s in steps], 100 * smooth([s["error"] for s in steps], window),
-            "-", lw=1, label=f"train error (mean of {window} iterations)")
+            "-", lw=1, label="train error" + (f" (mean of {window} iterations)"
+                                              if window > 1 else ""))
     ax.plot([h["iteration"] for h in history], [100 * h["test_error"] for h in history], "-o",
             lw=2, label="test error")
-    ax.set(xlabel="iterations", ylabel="error (%)", title=title)
+    for iteration, lr in lr_changes(steps):
+        ax.axvline(iteration, color="gray", ls="--", lw=0.8)
+        ax.text(iteration, 0.02, f" lr {lr:g}", transform=ax.get_xaxis_transform(), rotation=90,
+                va="bottom", ha="right", fontsize=8, color="gray")
+    ax.set(xlabel="iterations", ylabel="error (%)")
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, metadata={"Title": title.replace("\n", "; ")})
     plt.close(fig)
     return path

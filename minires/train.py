@@ -28,7 +28,7 @@ from .config import (  # noqa: F401 (TrainConfig and its checks are part of this
 )
 from .function import no_grad
 from .ops.loss import cross_entropy
-from .report import plot_curves, smooth, write_metrics  # noqa: F401 (lesson 9 calls smooth)
+from .report import plot_curves, recipe, smooth, write_metrics  # noqa: F401 (lesson 9: smooth)
 
 CHECKPOINT = "checkpoint.npz"  # in config.out; checkpoint.py says why it is not a pickle
 # Files that say a folder holds a run (checkpoint.pkl: the pickles of minires 0.1).
@@ -149,8 +149,8 @@ class Run:
         self.optimizer = optim.SGD(self.model.parameters(), lr=config.lr,
                                    momentum=config.momentum, weight_decay=config.weight_decay)
         depth = parse_model_name(config.model)[0]
-        warmup = config.warmup if config.warmup is not None else depth >= 110
-        self.schedule = make_schedule(config.schedule, config.lr, self.total_iters, warmup,
+        self.warmup = config.warmup if config.warmup is not None else depth >= 110
+        self.schedule = make_schedule(config.schedule, config.lr, self.total_iters, self.warmup,
                                       config.schedule_iters)
         self.iteration, self.epoch = 0, 0
         self.history = []  # one row per epoch: training and test loss and error
@@ -253,15 +253,17 @@ class Run:
         return self._finish()
 
     def _finish(self):
-        last = self.history[-1]
-        summary = {
-            "model": self.config.model, "iterations": self.iteration, "epochs": self.epoch,
-            "test_accuracy": 1 - last["test_error"], "train_accuracy": 1 - last["train_error"],
-            "evaluated_on": "validation (5k)" if self.config.val else "test",
-            "images_per_s": last["images_per_s"],
+        last, config = self.history[-1], self.config
+        title = recipe(config, self.total_iters, self.warmup and config.schedule == "paper")
+        summary = {  # accuracies rounded to what they can tell: 0.41, not 0.41000000000000003
+            "model": config.model, "iterations": self.iteration, "epochs": self.epoch,
+            "test_accuracy": round(1 - last["test_error"], 6),
+            "train_accuracy": round(1 - last["train_error"], 6),
+            "evaluated_on": "validation (5k)" if config.val else "test",
+            "images_per_s": round(last["images_per_s"], 1),
             "plot": plot_curves(self.history, self.steps,
-                                os.path.join(self.config.out, "curves.png"), self.config.model),
-            "checkpoint": self.checkpoint_path, "config": asdict(self.config),
+                                os.path.join(config.out, "curves.png"), title),
+            "checkpoint": self.checkpoint_path, "config": asdict(config),
         }
         with open(os.path.join(self.config.out, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)

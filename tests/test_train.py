@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import minires
-from minires import checkpoint, data
+from minires import checkpoint, data, report
 from minires import train as training
 
 SHARED_CIFAR = Path(os.environ.get(
@@ -88,8 +88,28 @@ def test_outputs_of_a_run(tmp_path, tiny_data):
     steps = (tmp_path / "steps.csv").read_text().splitlines()
     assert steps[0] == "iteration,lr,loss,error" and len(steps) == 9
     np.testing.assert_allclose(training.smooth([1.0, 3.0, 5.0, 7.0], 2), [1, 2, 4, 6])
-    assert json.loads((tmp_path / "summary.json").read_text())["iterations"] == 8
-    assert 0 <= summary["test_accuracy"] <= 1
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["iterations"] == 8 and 0 <= summary["test_accuracy"] <= 1
+    for name in ("test_accuracy", "train_accuracy", "images_per_s"):
+        assert len(repr(saved[name])) <= 8, saved[name]  # 0.41, not 0.41000000000000003
+    assert saved["test_accuracy"] == round(1 - training.load_checkpoint(
+        tmp_path / "checkpoint.npz")["history"][-1]["test_error"], 6)
+
+
+def test_the_plot_says_the_recipe_and_marks_the_learning_rate_drops(tmp_path, tiny_data,
+                                                                    monkeypatch):
+    plotted = {}
+    monkeypatch.setattr(training, "plot_curves", lambda history, steps, path, title:
+                        plotted.update(steps=steps, title=title) or path)
+    training.train(tiny_config(tmp_path, iters=8, seed=5), progress=False)
+    assert plotted["title"] == ("resnet8, shortcut A, batch 16, seed 5\n"
+                                "SGD lr 0.05, paper schedule, 8 iterations")
+    # Drops at 50% and 75%: the rates of iterations 5 and 7 (counted from 1) are new.
+    assert report.lr_changes(plotted["steps"]) == [(5, pytest.approx(0.005)),
+                                                            (7, pytest.approx(0.0005))]
+    cosine = [{"iteration": i + 1, "lr": 0.5 * (1 + math.cos(math.pi * i / 50))}
+              for i in range(50)]
+    assert report.lr_changes(cosine) == []  # no drops to mark
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data,
