@@ -181,3 +181,19 @@ def test_repr_matches_torch_for_float32():
     torch = pytest.importorskip("torch")
     x = np.array([[0.12345, -2.5], [3.0, 1e-3]], dtype=np.float32)
     assert repr(tensor(x, requires_grad=True)) == repr(torch.tensor(x, requires_grad=True))
+
+
+def test_the_readmes_ten_lines_print_what_their_comments_show():
+    import contextlib
+    import io
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = readme.split("## Ten lines", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, "README.md", "exec"), {})
+    loss_line, model_line = printed.getvalue().splitlines()
+    assert loss_line.startswith("tensor(2.") and loss_line.endswith(
+        ", requires_grad=True) (16, 3, 3, 3)")
+    assert model_line == "269722 (8, 10)"
