@@ -16,7 +16,6 @@ shows the full traceback instead.
 import argparse
 import os
 import sys
-from dataclasses import asdict
 
 from . import __version__
 from . import train as training
@@ -145,8 +144,9 @@ def run(args):
                                       schedule="cosine", data="sample", out=args.out)
         # Running the demo again replaces the last demo, but no other run kept in that folder.
         checkpoint = os.path.join(args.out, training.CHECKPOINT)
+        # (config_differences, not ==: a demo saved before an option existed lacks its key.)
         overwrite = (os.path.exists(checkpoint)
-                     and training.saved_config(args.out) == asdict(config))
+                     and not training.config_differences(training.saved_config(args.out), config))
         print("demo: ResNet-8 on the embedded CIFAR-10 sample (1,000 training and 500 test "
               "images), CPU")
         summary = training.train(config, overwrite=overwrite)

@@ -210,6 +210,12 @@ def test_demo_runs_again_but_keeps_another_run(tmp_path, capsys):
     assert main(capsys, "demo", "--epochs", 1, "--out", tmp_path / "demo")[0] == 0
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["iterations"] == 15 and np.isfinite(summary["test_accuracy"])
+    # A demo saved before TrainConfig had schedule_iters is the same demo.
+    path = tmp_path / "demo" / training.CHECKPOINT
+    state = training.load_checkpoint(path)
+    del state["config"]["schedule_iters"]
+    training.save_checkpoint(path, state)
+    assert main(capsys, "demo", "--epochs", 1, "--out", tmp_path / "demo")[0] == 0
     line = error_line(capsys, "demo", "--epochs", 2, "--out", tmp_path / "demo")
     assert "already holds a run" in line
 
