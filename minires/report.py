@@ -1,5 +1,6 @@
 """What a run leaves to read: metrics as CSV, and the training curves as in He et al. 2015,
-Fig. 6 (training error, thin, and test error, bold, against iterations). Lesson 9 reads them.
+Fig. 6 (training error, thin, and test error, bold, against iterations), titled with the recipe.
+Lesson 9 reads them. Also the line a resumed run prints.
 """
 
 import csv
@@ -23,6 +24,18 @@ def smooth(values, window):
     sums = np.cumsum(np.concatenate([[0.0], values]))
     starts = np.maximum(np.arange(1, len(values) + 1) - window, 0)
     return (sums[1:] - sums[starts]) / (np.arange(1, len(values) + 1) - starts)
+
+
+def resume_note(run):
+    """One line that says where a resumed run continues and, for an extension, what its learning
+    rate does past the original end."""
+    note = f"resuming {run.config.out} at iteration {run.iteration} of {run.total_iters}"
+    if run.config.schedule_iters:
+        drops = " and ".join(str(m) for m in run.schedule.milestones)
+        last = run.schedule.base_lr * run.schedule.gamma ** len(run.schedule.milestones)
+        note += (f" (extending the original {run.config.schedule_iters}: the learning rate keeps "
+                 f"its drops at iterations {drops} and trains on at {last:g})")
+    return note
 
 
 def recipe(config, iterations, warmup=False):

@@ -28,7 +28,13 @@ from .config import (  # noqa: F401 (TrainConfig and its checks are part of this
 )
 from .function import no_grad
 from .ops.loss import cross_entropy
-from .report import plot_curves, recipe, smooth, write_metrics  # noqa: F401 (lesson 9: smooth)
+from .report import (  # noqa: F401 (lesson 9 calls smooth)
+    plot_curves,
+    recipe,
+    resume_note,
+    smooth,
+    write_metrics,
+)
 
 CHECKPOINT = "checkpoint.npz"  # in config.out; checkpoint.py says why it is not a pickle
 # Files that say a folder holds a run (checkpoint.pkl: the pickles of minires 0.1).
@@ -309,18 +315,6 @@ def train(config, resume=False, overwrite=False, change_config=False, progress=T
     except KeyboardInterrupt as e:
         raise RunInterrupted(f"interrupted at iteration {run.iteration}; {run.where_saved()}"
                              + ("; continue with --resume" if run.saved_iteration else "")) from e
-
-
-def resume_note(run):
-    """One line that says where a resumed run continues and, for an extension, what its learning
-    rate does past the original end."""
-    note = f"resuming {run.config.out} at iteration {run.iteration} of {run.total_iters}"
-    if run.config.schedule_iters:
-        drops = " and ".join(str(m) for m in run.schedule.milestones)
-        last = run.schedule.base_lr * run.schedule.gamma ** len(run.schedule.milestones)
-        note += (f" (extending the original {run.config.schedule_iters}: the learning rate keeps "
-                 f"its drops at iterations {drops} and trains on at {last:g})")
-    return note
 
 
 def saved_config(folder):
