@@ -4,11 +4,20 @@ A lesson (lessons/NN_topic.py) is a script and a notebook at once (jupytext perc
 a script it refuses a flag it does not know (a mistyped `--iter 5` is an error, not 40 silent
 iterations); in Jupyter, whose kernel has flags of its own (`-f kernel.json`), it reads none and
 runs with its defaults, and shows its figures inline. lessons/README.md lists the lessons.
+
+A quick run on a small machine uses one BLAS thread and one numba thread: the work is small,
+and idle worker threads spinning on 2 busy cores made a lesson several times slower. The
+results are the same.
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+# The settings a quick run on a small machine starts with, unless the user set them.
+QUICK_THREADS = {"OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+SMALL_MACHINE_CPUS = 4
 
 
 def in_notebook():
@@ -30,10 +39,41 @@ def parse(lesson_parser):
     stops a script with a usage message; in a notebook the kernel's own flags are not the
     lesson's, so it runs with the defaults."""
     args = lesson_parser.parse_args([] if in_notebook() else None)
+    if not args.full:
+        one_thread_on_a_small_machine()
+    announce_first_compile()
     here = Path.cwd() if in_notebook() else Path(sys.argv[0]).resolve().parent
     out = Path(args.out) if args.out else here / "out"
     out.mkdir(parents=True, exist_ok=True)
     return args, out
+
+
+def one_thread_on_a_small_machine():
+    """On 4 CPUs or fewer, run with one BLAS and one numba thread (QUICK_THREADS) where the user
+    has not chosen. BLAS reads its setting when NumPy loads, before this runs, so a script
+    restarts itself once with the setting in its environment; a notebook can change numba's."""
+    missing = {k: v for k, v in QUICK_THREADS.items() if k not in os.environ}
+    if not missing or (os.cpu_count() or 1) > SMALL_MACHINE_CPUS:
+        return
+    if in_notebook():
+        import numba
+
+        numba.set_num_threads(1)
+        return
+    print(f"quick mode on {os.cpu_count()} CPUs: restarting with "
+          f"{' '.join(f'{k}={v}' for k, v in missing.items())} (set them to choose otherwise)",
+          flush=True)
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, **missing})
+
+
+def announce_first_compile():
+    """numba compiles minires's CPU kernels on their first call and keeps them on disk; say so
+    before the lesson seems to hang, when no compiled kernel is on disk yet."""
+    folder = Path(__file__).resolve().parent / "backends" / "numba"
+    cache = Path(os.environ.get("NUMBA_CACHE_DIR", folder / "__pycache__"))
+    if not any(cache.rglob("*.nbi")):
+        print("minires's numba kernels are not compiled yet: the first lesson that uses them "
+              "compiles them, once (about 30 s on 2 cores)", flush=True)
 
 
 def save(fig, path):

@@ -63,6 +63,8 @@ def test_lesson_flags_ignore_what_jupyter_passes(monkeypatch, tmp_path):
     from minires import lesson
 
     monkeypatch.setitem(sys.modules, "ipykernel", sys)  # what in_notebook() looks for
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")  # so that numba's threads stay as they are
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
     monkeypatch.setattr(sys, "argv", ["ipykernel_launcher.py", "-f", "/run/kernel.json"])
     monkeypatch.chdir(tmp_path)
     args, out = lesson.parse(lesson.parser("Lesson 0", full_help="nothing"))
@@ -84,3 +86,44 @@ def test_an_unknown_lesson_flag_is_an_error(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(sys, "argv", ["lesson.py", "--iters", "5", "--out", str(tmp_path)])
     args, out = lesson.parse(parser)
     assert args.iters == 5 and out == tmp_path
+
+
+def test_quick_mode_on_a_small_machine_restarts_with_one_thread(monkeypatch, capsys, tmp_path):
+    from minires import lesson
+
+    calls = []
+    monkeypatch.setattr(lesson.os, "execve", lambda *a: calls.append(a))
+    monkeypatch.setattr(lesson.os, "cpu_count", lambda: 2)
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "2")  # the user's choice is kept
+    monkeypatch.setattr(sys, "argv", ["lesson.py", "--out", str(tmp_path)])
+    monkeypatch.setattr(sys, "orig_argv", ["python", "lesson.py", "--out", str(tmp_path)])
+    lesson.parse(lesson.parser("Lesson 0", full_help="nothing"))
+    (executable, argv, env), = calls
+    assert executable == sys.executable and argv == [sys.executable, "lesson.py", "--out",
+                                                     str(tmp_path)]
+    assert env["OPENBLAS_NUM_THREADS"] == "1" and env["NUMBA_NUM_THREADS"] == "2"
+    assert "restarting with OPENBLAS_NUM_THREADS=1" in capsys.readouterr().out
+
+    calls.clear()  # --full, a big machine, or both variables set: no restart
+    monkeypatch.setattr(sys, "argv", ["lesson.py", "--full", "--out", str(tmp_path)])
+    lesson.parse(lesson.parser("Lesson 0", full_help="nothing"))
+    monkeypatch.setattr(sys, "argv", ["lesson.py", "--out", str(tmp_path)])
+    monkeypatch.setattr(lesson.os, "cpu_count", lambda: 64)
+    lesson.parse(lesson.parser("Lesson 0", full_help="nothing"))
+    monkeypatch.setattr(lesson.os, "cpu_count", lambda: 2)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    lesson.parse(lesson.parser("Lesson 0", full_help="nothing"))
+    assert calls == []
+
+
+def test_the_first_compile_is_announced(monkeypatch, capsys, tmp_path):
+    from minires import lesson
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    lesson.announce_first_compile()
+    assert "not compiled yet" in capsys.readouterr().out
+    (tmp_path / "minires" / "backends").mkdir(parents=True)
+    (tmp_path / "minires" / "backends" / "conv._conv-96.py311.nbi").write_bytes(b"")
+    lesson.announce_first_compile()
+    assert capsys.readouterr().out == ""
