@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .backends import to_device
+from .backends import get_array_module, get_backend, to_device
 
 
 class SGD:
@@ -23,6 +23,10 @@ class SGD:
 
     The update works on the raw arrays (NumPy or CuPy), so it builds no graph.
     Parameters without a gradient (grad None) are skipped and keep their momentum.
+
+    A backend with an `sgd_step` kernel (the CUDA backend) updates all parameters in one launch:
+    the weights and momentum buffers become views of one flat array each (`flat_step`), and
+    the gradients are gathered into a third. The loop in `step` is the specification.
     """
 
     def __init__(self, params, lr, momentum=0.9, weight_decay=1e-4, nesterov=False):
@@ -38,6 +42,8 @@ class SGD:
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.nesterov = nesterov
         self.momentum_buffers = [None] * len(self.params)  # made on each parameter's first step
+        self._flat_w = self._flat_buf = None  # flat_step's buffers, made on its first step
+        self._w_views = self._buf_views = []  # the views of them that flat_step handed out
 
     def zero_grad(self):
         """Forget the gradients (grad = None), before the next backward adds new ones."""
@@ -46,6 +52,9 @@ class SGD:
 
     def step(self):
         """Update every parameter that has a gradient, in place."""
+        if self._can_flat_step():
+            self.flat_step()
+            return
         for i, param in enumerate(self.params):
             if param.grad is None:
                 continue
@@ -61,6 +70,47 @@ class SGD:
                     buf += g
                 g = g + self.momentum * buf if self.nesterov else buf
             param.data -= self.lr * g
+
+    def _can_flat_step(self):
+        """One launch for all: every parameter float32 with a gradient, all on a backend that
+        has the kernel, and the momentum buffers all made or none."""
+        arrays = [p.data for p in self.params] + [p.grad for p in self.params]
+        if any(a is None or a.dtype != np.float32 for a in arrays):
+            return False
+        made = sum(buf is not None for buf in self.momentum_buffers)
+        backend = get_backend(*arrays)
+        return hasattr(backend, "sgd_step") and made in (0, len(self.params))
+
+    def flat_step(self):
+        """step() in one kernel launch over flat buffers: w, gradient and momentum laid end to
+        end, the parameters' .data and the momentum buffers views into them."""
+        xp = get_array_module(self.params[0].data)
+        if self._flat_w is None or any(p.data is not v for p, v in zip(self.params, self._w_views)):
+            # The first step, or someone replaced a .data (module.to, load_state_dict)
+            self._flat_w = xp.concatenate([p.data.reshape(-1) for p in self.params])  # (total,)
+            self._w_views = self._views(self._flat_w)
+            for param, view in zip(self.params, self._w_views):
+                param.data = view
+        first_step = self.momentum_buffers[0] is None
+        if first_step:
+            self._flat_buf = xp.empty_like(self._flat_w)  # not read on the first step
+        elif any(b is not v for b, v in zip(self.momentum_buffers, self._buf_views)):
+            self._flat_buf = xp.concatenate([b.reshape(-1) for b in self.momentum_buffers])
+        grad = xp.concatenate([p.grad.reshape(-1) for p in self.params])  # (total,)
+        get_backend(self._flat_w).sgd_step(self._flat_w, grad, self._flat_buf, self.lr,
+                                           self.momentum, self.weight_decay, self.nesterov,
+                                           first_step)
+        self._buf_views = self._views(self._flat_buf)
+        if self.momentum != 0:
+            self.momentum_buffers = list(self._buf_views)
+
+    def _views(self, flat):
+        """Each parameter's piece of a flat buffer, in its shape."""
+        views, offset = [], 0
+        for param in self.params:
+            views.append(flat[offset:offset + param.data.size].reshape(param.data.shape))
+            offset += param.data.size
+        return views
 
     def state_dict(self):
         """Settings and the momentum buffers ("momentum_buffer.<index in params>") as NumPy

@@ -11,9 +11,10 @@ counts both on the CPU, under the emulator:
 
 What is counted as one launch: each of our kernels (launch.py calls count_launch), and, on
 `CountingArray`s, each NumPy ufunc call or reduction (`a + b`, `x.sum()`, `xp.exp(x)`), each
-copy (`astype`, `copy`, `ascontiguousarray` of a strided view, a fancy-indexed read, any
-assignment into an array) and each filled allocation (`zeros_like`, `ones_like`). CuPy launches
-one kernel for each of these; views (reshape, transpose, basic slices) and `empty` launch none.
+copy (`astype`, `copy`, `ascontiguousarray` or `reshape` of a strided view, a fancy-indexed
+read, any assignment into an array) and each filled allocation (`zeros_like`, `ones_like`).
+CuPy launches one kernel for each of these; views (reshape, transpose, basic slices) and `empty`
+launch none.
 `mean` counts 1 and `var` 2, as CuPy's reduction kernels do. What is counted as one sync: each
 conversion of an array to a Python value (bool, int, float, item, tolist, repr).
 The count is of the code path, so it does not depend on the batch size (except where a shape
@@ -160,6 +161,12 @@ class CountingArray(np.ndarray):
     def copy(self, *args, **kwargs):
         count_launch("copy")
         return _wrap(self.view(np.ndarray).copy(*args, **kwargs))
+
+    def reshape(self, *args, **kwargs):
+        result = self.view(np.ndarray).reshape(*args, **kwargs)
+        if not np.shares_memory(result, self):
+            count_launch("reshape")  # a strided array cannot be reshaped in place: a copy
+        return _wrap(result)
 
     def argmax(self, *args, **kwargs):
         count_launch("argmax")

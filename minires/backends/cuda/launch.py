@@ -23,6 +23,13 @@ KERNEL_FILES = {
     "col2im": "col2im.cu",
     "gemm_naive": "gemm.cu",
     "gemm_tiled": "gemm.cu",
+    "batch_norm_stats": "batch_norm.cu",
+    "batch_norm_normalize": "batch_norm.cu",
+    "batch_norm_backward_sums": "batch_norm.cu",
+    "batch_norm_backward_input": "batch_norm.cu",
+    "relu_forward": "relu.cu",
+    "relu_backward": "relu.cu",
+    "sgd_step": "sgd.cu",
 }
 
 # The C parameter types the kernels use, and what a Python argument must be for each.

@@ -1,0 +1,166 @@
+"""The CUDA backend's own batchnorm, ReLU and SGD kernels (kernels/batch_norm.cu, relu.cu, sgd.cu)
+against the reference backend, under the CUDA emulator with its race detector on; awkward shapes:
+one channel, (N, C) inputs, H*W not a multiple of the block, a mean far from zero, no affine
+parameters, no running statistics. Then five training steps of a small ResNet, emulated GPU
+against the CPU reference: the same losses within float32 noise.
+"""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from minires import backends, models, nn, optim, tensor
+from minires import functional as F
+from minires.backends import reference
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the emulator needs g++")
+
+BN_SHAPES = [(3, 5, 7, 9), (2, 3), (1, 1, 17, 1), (4, 2, 1, 300), (2, 16, 8, 8)]
+
+
+def random(*shape, seed=0, scale=1.0, offset=0.0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(shape) * scale + offset).astype(np.float32)
+
+
+def cuda():
+    return backends.backend("cuda")
+
+
+@pytest.mark.parametrize("shape", BN_SHAPES)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_matches_the_reference(shape, training, affine):
+    C = shape[1]
+    x = random(*shape, scale=3.0, offset=50.0)  # a large mean: the variance must not cancel
+    gamma, beta = (random(C, seed=1), random(C, seed=2)) if affine else (None, None)
+    running = [random(C, seed=3), np.abs(random(C, seed=4)) + 0.5]
+    expected_running = [r.astype(np.float64) for r in running]
+    dy = random(*shape, seed=5)
+    with backends.using("cuda"):
+        y, saved = cuda().batch_norm_forward(x, gamma, beta, *running, training, 0.1, 1e-5)
+        dx, dgamma, dbeta = cuda().batch_norm_backward(dy, saved, training)
+    f64 = [None if a is None else a.astype(np.float64) for a in (x, gamma, beta)]
+    y_ref, saved_ref = reference.Reference().batch_norm_forward(
+        *f64, *expected_running, training, 0.1, 1e-5)
+    dx_ref, dgamma_ref, dbeta_ref = reference.Reference().batch_norm_backward(
+        dy.astype(np.float64), saved_ref, training)
+    assert y.dtype == dx.dtype == np.float32 and y.shape == dx.shape == shape
+    np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
+    # dx is a difference of terms of size |gamma * dy| / std, far larger than dx itself when
+    # the batch is 2 (x_hat nearly +-1, dx nearly 0), and x_hat in float32 is off by about
+    # eps * |x| / std: float32 noise is relative to those, not to dx.
+    inv_std = np.abs(saved_ref[1]).max()
+    terms = np.abs(dy).max() * inv_std * (np.abs(gamma).max() if affine else 1)
+    x_hat_noise = 1e-7 * np.abs(x).max() * inv_std
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-4, atol=terms * (1e-5 + 10 * x_hat_noise))
+    np.testing.assert_allclose(dbeta, dbeta_ref, rtol=1e-5, atol=1e-4)
+    if affine:
+        np.testing.assert_allclose(dgamma, dgamma_ref, rtol=1e-4, atol=1e-4)
+    else:
+        assert dgamma is None
+    for got, want in zip(running, expected_running):  # updated in place when training
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_norm_without_running_statistics_and_in_float64():
+    x = random(3, 4, 5, 5)
+    with backends.using("cuda"):
+        y, _ = cuda().batch_norm_forward(x, None, None, None, None, True, 0.1, 1e-5)
+        y64, saved = cuda().batch_norm_forward(x.astype(np.float64), None, None, None, None,
+                                               True, 0.1, 1e-5)
+        assert cuda().batch_norm_backward(y64, saved, True)[0].dtype == np.float64
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(y, y64, atol=1e-4)  # float64 took the reference's code
+
+
+def test_batch_norm_gradient_is_accurate_in_float32():
+    """Issue 13: the float32 reduction gave a gradient error of 7.7e-4; doubles keep it small."""
+    x = random(64, 8, 16, 16, scale=2.0, offset=10.0)  # 16384 values per channel
+    dy = random(*x.shape, seed=1)
+    gamma, beta = random(8, seed=2), random(8, seed=3)
+    with backends.using("cuda"):
+        _, saved = cuda().batch_norm_forward(x, gamma, beta, None, None, True, 0.1, 1e-5)
+        dx, dgamma, _ = cuda().batch_norm_backward(dy, saved, True)
+    _, saved_ref = reference.Reference().batch_norm_forward(
+        x.astype(np.float64), gamma.astype(np.float64), beta.astype(np.float64), None, None,
+        True, 0.1, 1e-5)
+    dx_ref, dgamma_ref, _ = reference.Reference().batch_norm_backward(
+        dy.astype(np.float64), saved_ref, True)
+    assert np.abs(dx - dx_ref).max() / np.abs(dx_ref).max() < 1e-5
+    assert np.abs(dgamma - dgamma_ref).max() / np.abs(dgamma_ref).max() < 1e-5
+
+
+@pytest.mark.parametrize("shape", [(1,), (257,), (3, 5, 7, 9)])
+def test_relu_matches_the_reference(shape):
+    x, dy = random(*shape), random(*shape, seed=1)
+    x.reshape(-1)[0] = np.nan  # NaN stays NaN, as numpy.maximum has it
+    with backends.using("cuda"):
+        y = cuda().relu_forward(x)
+        dx = cuda().relu_backward(dy, y)
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    np.testing.assert_array_equal(dx, reference.Reference().relu_backward(dy, y))
+
+
+@pytest.mark.parametrize("momentum, weight_decay, nesterov", [
+    (0.9, 1e-4, False), (0.9, 1e-3, True), (0.0, 1e-4, False), (0.5, 0.0, False)])
+def test_flat_sgd_takes_the_reference_loops_steps(momentum, weight_decay, nesterov):
+    shapes = [(16, 3, 3, 3), (16,), (1,), (10, 64), (257,)]
+    rng = np.random.default_rng(0)
+    starts = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    loop = [nn.Parameter(w.copy()) for w in starts]
+    flat = [nn.Parameter(w.copy()) for w in starts]
+    settings = dict(lr=0.1, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+    sgd_loop, sgd_flat = optim.SGD(loop, **settings), optim.SGD(flat, **settings)
+    for step in range(3):
+        for a, b in zip(loop, flat):
+            a.grad = rng.standard_normal(a.shape).astype(np.float32)
+            b.grad = a.grad.copy()
+        sgd_loop.step()
+        with backends.using("cuda"):
+            sgd_flat.step()
+        assert sgd_flat._flat_w is not None  # the one-launch path ran
+        for a, b in zip(loop, flat):
+            np.testing.assert_allclose(b.data, a.data, rtol=1e-6, atol=1e-7, err_msg=str(step))
+    state = sgd_flat.state_dict()  # the momentum buffers are views: saved as copies
+    if momentum:
+        np.testing.assert_allclose(state["momentum_buffer.4"], sgd_loop.momentum_buffers[4],
+                                   rtol=1e-6, atol=1e-7)
+
+
+def test_flat_sgd_follows_replaced_arrays_and_skips_missing_gradients():
+    a, b = nn.Parameter(np.ones(5, np.float32)), nn.Parameter(np.ones(3, np.float32))
+    sgd = optim.SGD([a, b], lr=0.5, momentum=0.9, weight_decay=0)
+    with backends.using("cuda"):
+        a.grad, b.grad = np.ones(5, np.float32), np.ones(3, np.float32)
+        sgd.step()
+        a.data = np.zeros(5, np.float32)  # replaced, as load_state_dict or .to() would
+        sgd.load_state_dict(sgd.state_dict())  # new momentum buffers: flattened again
+        a.grad, b.grad = np.ones(5, np.float32), None  # b has no gradient: the loop's way
+        sgd.step()
+    np.testing.assert_allclose(a.data, -0.5 * (0.9 * 1 + 1))
+    np.testing.assert_allclose(b.data, 0.5)
+
+
+def test_five_emulated_training_steps_match_the_cpu():
+    """A small ResNet (8 layers, 8x8 images), five SGD steps: the emulated GPU (every kernel of
+    this backend) and the CPU reference give the same losses within float32 noise."""
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
+    labels = rng.integers(0, 10, 4)
+    losses = {}
+    for name in ("reference", "cuda"):
+        nn.init.manual_seed(0)
+        model = models.resnet_cifar(8)
+        sgd = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        losses[name] = []
+        with backends.using(name):
+            for _ in range(5):
+                loss = F.cross_entropy(model(tensor(images)), labels)
+                sgd.zero_grad()
+                loss.backward()
+                sgd.step()
+                losses[name].append(loss.item())
+    assert losses["reference"][-1] < losses["reference"][0]  # it learns
+    np.testing.assert_allclose(losses["cuda"], losses["reference"], rtol=1e-4)
