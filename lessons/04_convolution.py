@@ -188,6 +188,15 @@ assert np.allclose(y1, y2, atol=1e-4)
 assert t_gemm * 10 < t_loops
 
 # %% [markdown]
+# ## Exercise first: the backward pass
+#
+# The next section is the answer to the exercise `lessons/exercises/conv2d.py`, so try it before
+# reading on. The file has the forward pass above (im2col, then one matrix product); write its
+# backward, returning `dx, dw, db`, and run `python -m minires.exercises check conv2d`. You know
+# everything it needs: the gradient of a matrix product (lesson 3's linear layer) and what
+# im2col does to each pixel. Stuck? `check conv2d --hint 1` asks a question, `--hint 2` points
+# the way, `--hint 3` gives the formula; the grader names the common mistakes.
+#
 # ## 4. Backward, through col2im
 #
 # The forward pass is a matrix product, so its gradients are matrix products too. With
@@ -262,8 +271,8 @@ assert minires.gradcheck(lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1),
 print("gradcheck of conv2d (stride 2, padding 1): passed")
 
 # %% [markdown]
-# Now write it yourself: `lessons/exercises/conv2d.py` has this forward and an empty backward;
-# `python -m minires.exercises check conv2d` grades it.
+# If you skipped the exercise, it is still worth doing now: `lessons/exercises/conv2d.py`,
+# graded by `python -m minires.exercises check conv2d`.
 #
 # ## 5. What filters do
 #

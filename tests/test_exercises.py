@@ -108,7 +108,8 @@ def test_learners_copy_is_the_template_as_committed(name):
 
 def test_an_exercise_in_progress_does_not_break_the_suite(tmp_path):
     """A copy of the checkout where the learner has half-written two exercises and broken a
-    third: this file's tests, run there, still pass."""
+    third: this file's tests that read exercise files, run there, still pass. (The others grade
+    broken copies of the solutions, which the learner's files do not reach.)"""
     copy = tmp_path / "checkout"
     shutil.copytree(ROOT / "minires", copy / "minires",
                     ignore=shutil.ignore_patterns("__pycache__"))
@@ -125,7 +126,8 @@ def test_an_exercise_in_progress_does_not_break_the_suite(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(copy))  # the copy's minires, ahead of the installed one
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k",
-         "not in_progress", str(copy / "tests" / "test_exercises.py")],
+         "template or learner or reference_solution or command_line or list_names",
+         str(copy / "tests" / "test_exercises.py")],
         cwd=copy, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
@@ -158,7 +160,82 @@ def test_a_mistake_is_named(tmp_path, name, old, new, gradient):
     passed, report = grade(name, _broken(tmp_path, name, old, new))
     assert not passed
     assert f"  {gradient} " in report and "WRONG" in report, report
-    assert "hint:" in report
+    assert "hint 1 of 3:" in report and "--hint 2" in report
+
+
+# Each diagnosis the grader names: (exercise, line of the solution, its mistaken version, the
+# gradient that goes wrong, words the report must contain).
+CONV_SCATTER = (
+    "import numpy as np\n"
+    "        size = int(np.prod(self.x_shape))\n"
+    "        index = np.arange(1, size + 1, dtype=np.float64).reshape(self.x_shape)\n"
+    "        where = im2col(index, KH, KW, s, p).astype(np.int64)\n"
+    "        flat = np.zeros(index.size + 1)\n"
+    "        flat[where] = dcols  # one copy's gradient wins where windows share a pixel\n"
+    "        dx = flat[1:].reshape(self.x_shape)")
+DIAGNOSED = [
+    # conv2d: a missing term (overlapping copies assigned, not added), a transpose, a wrong axis
+    ("conv2d", "dx = col2im(dcols, self.x_shape, KH, KW, s, p)", CONV_SCATTER, "dx",
+     "wrong only where windows share a pixel"),
+    ("conv2d", "dw = (dy2 @ self.cols.T).reshape(self.w.shape)",
+     "dw = (self.cols @ dy2.T).reshape(self.w.shape)", "dw", "transposed before a reshape"),
+    ("conv2d", "db = dy2.sum(axis=1)", "db = dy2.sum(axis=0)", "db",
+     "sum over the one axis it should keep"),
+    # batchnorm: a missing term, a transpose, a wrong axis, a missing gamma
+    ("batchnorm", "- self.x_hat * (dx_hat * self.x_hat).sum(axis=self.axes, keepdims=True)", "",
+     "dx", "the path through the variance is missing"),
+    ("batchnorm", "- dx_hat.sum(axis=self.axes, keepdims=True)", "", "dx",
+     "the path through the mean is missing"),
+    ("batchnorm", "return dx, dgamma, dbeta", "return dx.swapaxes(0, 1), dgamma, dbeta", "dx",
+     "axes are in the wrong order"),
+    ("batchnorm", "dbeta = dy.sum(axis=self.axes)", "dbeta = dy.sum(axis=0)", "dbeta",
+     "a wrong axis"),
+    ("batchnorm", "dx_hat = dy * self.gamma", "dx_hat = dy", "dx", "gamma is missing"),
+    ("batchnorm", "dgamma = (dy * self.x_hat).sum(axis=self.axes)",
+     "dgamma = (dy * self.x_hat).sum(axis=self.axes) * 2", "dgamma", "times 2 everywhere"),
+    ("linear", "dw = dy.T @ self.x ", "dw = self.x.T @ dy ", "dw", "axes are in the wrong order"),
+    ("relu", "return dy * self.mask", "return -dy * self.mask", "dx", "sign is flipped"),
+]
+
+
+@pytest.mark.parametrize("name, old, new, gradient, words", DIAGNOSED)
+def test_the_likely_mistake_is_named(tmp_path, name, old, new, gradient, words):
+    passed, report = grade(name, _broken(tmp_path, name, old, new))
+    assert not passed
+    assert f"  {gradient} " in report and "WRONG" in report, report
+    assert "likely: " in report and words in report, report
+
+
+def test_every_gradient_is_graded_when_one_has_the_wrong_shape(tmp_path):
+    # dbeta summed over N only: (C, H, W) instead of (C,) in the first 4-D case, which is case 2
+    passed, report = grade("batchnorm", _broken(tmp_path, "batchnorm",
+                                                "dbeta = dy.sum(axis=self.axes)",
+                                                "dbeta = dy.sum(axis=0)"))
+    case2 = report[report.index("case 2 of"):]
+    assert not passed
+    assert "dx        ok" in case2 and "dgamma    ok" in case2, report
+    assert "dbeta     WRONG: dbeta has shape (2, 3, 3), expected (2,)" in case2, report
+
+
+def test_hints_come_in_steps():
+    for name, ex in EXERCISES.items():
+        assert len(ex.hints) == 3 and all(h.strip() for h in ex.hints), name
+        assert ex.hints[0].rstrip().endswith("?"), f"{name}: the first hint is a question"
+    lines = []
+    check("conv2d", reference_file("conv2d"), say=lines.append, hint=2)
+    report = "\n".join(lines)
+    assert "hint 1 of 3:" in report and "hint 2 of 3:" in report
+    assert "hint 3 of 3" not in report and "--hint 3" in report
+    result = run_grader("check", "batchnorm", "--file", str(template_file("batchnorm")),
+                        "--hint", "3")
+    assert "hint 3 of 3:" in result.stdout and "inv_std / m" in result.stdout
+
+
+def test_at_least_five_cases_per_exercise_with_odd_shapes_and_stride_two():
+    for name, ex in EXERCISES.items():
+        assert len(ex.cases) >= (3 if name == "residual" else 5), name
+    conv = [c.settings for c in EXERCISES["conv2d"].cases]
+    assert any(c["stride"] == 2 for c in conv) and any(c["padding"] > 1 for c in conv)
 
 
 def test_overlapping_pool_windows_must_add(tmp_path):
@@ -172,7 +249,8 @@ def test_overlapping_pool_windows_must_add(tmp_path):
            "        dx[where[self.argmax, np.arange(dy.size)]] = dy.ravel()")
     passed, report = grade("maxpool", _broken(tmp_path, "maxpool", old, new))
     assert not passed, report
-    assert "case 1 of 2" in report and "case 2 of 2" in report and "dx        WRONG" in report
+    assert "case 1 of 5" in report and "case 2 of 5" in report and "dx        WRONG" in report
+    assert "wrong only where windows share a pixel" in report
     fixed = _broken(tmp_path, "maxpool", old, new.replace(
         "dx[where[self.argmax, np.arange(dy.size)]] = dy.ravel()",
         "np.add.at(dx, where[self.argmax, np.arange(dy.size)], dy.ravel())"))

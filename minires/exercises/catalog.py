@@ -1,4 +1,7 @@
-"""The exercises: which class each file defines, the inputs it is checked on, and a hint each.
+"""The exercises: which class each file defines, the inputs it is checked on, and three hints each.
+
+The hints come in steps (`check NAME --hint 1`, 2, 3): a question first, then the direction, the
+formula last, so that a learner who is stuck takes only as much as they need.
 
 Every case builds float64 inputs from a fixed seed, so a result is the same on every run. Inputs
 stay clear of the places where a gradient jumps (ReLU at 0, ties inside a pooling window), where
@@ -27,7 +30,7 @@ class Exercise:
     lesson: str
     grads: tuple  # the names of the gradients backward returns, one per input
     cases: list
-    hint: str
+    hints: tuple  # (a question, the direction, the formula)
 
 
 def _rng(case):
@@ -46,107 +49,145 @@ def _distinct(rng, *shape):
 
 
 def _relu_cases():
-    return [Case("x of shape (4, 5)", {}, (_away_from_zero(_rng(0), 4, 5),)),
-            Case("x of shape (2, 3, 4, 4)", {}, (_away_from_zero(_rng(1), 2, 3, 4, 4),))]
+    shapes = [(4, 5), (2, 3, 4, 4), (7,), (1, 1, 3, 5), (3, 2, 1, 6)]
+    return [Case(f"x of shape {shape}", {}, (_away_from_zero(_rng(k), *shape),))
+            for k, shape in zip((0, 1, 20, 21, 22), shapes)]
+
+
+def _linear_case(seed, N, n_in, n_out):
+    rng = _rng(seed)
+    return Case(f"x ({N}, {n_in}), w ({n_out}, {n_in}), b ({n_out},)", {},
+                (rng.standard_normal((N, n_in)), rng.standard_normal((n_out, n_in)),
+                 rng.standard_normal(n_out)))
 
 
 def _linear_cases():
-    rng = _rng(2)
-    return [Case("x (5, 4), w (3, 4), b (3,)", {},
-                 (rng.standard_normal((5, 4)), rng.standard_normal((3, 4)),
-                  rng.standard_normal(3)))]
+    return [_linear_case(2, 5, 4, 3), _linear_case(23, 1, 6, 2),  # a batch of one
+            _linear_case(24, 4, 4, 4),  # square w: a transposed w has the right shape
+            _linear_case(25, 7, 1, 5), _linear_case(26, 3, 5, 1)]
+
+
+def _conv_case(seed, x_shape, w_shape, stride, padding):
+    rng = _rng(seed)
+    return Case(f"x {x_shape}, w {w_shape}, stride {stride}, padding {padding}",
+                {"stride": stride, "padding": padding},
+                (rng.standard_normal(x_shape), rng.standard_normal(w_shape),
+                 rng.standard_normal(w_shape[0])))
 
 
 def _conv_cases():
-    rng, rng2 = _rng(3), _rng(4)
     return [
-        Case("x (2, 3, 5, 5), w (4, 3, 3, 3), stride 1, padding 1", {"stride": 1, "padding": 1},
-             (rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3)),
-              rng.standard_normal(4))),
-        Case("x (2, 2, 6, 5), w (3, 2, 3, 2), stride 2, padding 0", {"stride": 2, "padding": 0},
-             (rng2.standard_normal((2, 2, 6, 5)), rng2.standard_normal((3, 2, 3, 2)),
-              rng2.standard_normal(3))),
+        _conv_case(3, (2, 3, 5, 5), (4, 3, 3, 3), 1, 1),
+        _conv_case(4, (2, 2, 6, 5), (3, 2, 3, 2), 2, 0),  # odd width, a non-square kernel
+        _conv_case(10, (1, 1, 4, 4), (1, 1, 1, 1), 1, 0),  # 1x1: no window overlaps another
+        _conv_case(11, (3, 2, 7, 7), (5, 2, 3, 3), 2, 1),  # stride 2 with padding, odd size
+        _conv_case(12, (2, 4, 5, 6), (2, 4, 5, 5), 1, 2),  # a kernel as large as the image
+        _conv_case(13, (1, 3, 9, 8), (2, 3, 4, 3), 3, 1),  # stride 3: some pixels in no window
     ]
 
 
 def _maxpool_cases():
-    return [
-        Case("x (2, 3, 4, 4), kernel 2, stride 2", {"kernel": 2, "stride": 2},
-             (_distinct(_rng(5), 2, 3, 4, 4),)),
-        Case("x (2, 2, 5, 5), kernel 3, stride 2 (overlapping windows)",
-             {"kernel": 3, "stride": 2}, (_distinct(_rng(6), 2, 2, 5, 5),)),
-    ]
+    def case(seed, shape, kernel, stride, note=""):
+        return Case(f"x {shape}, kernel {kernel}, stride {stride}{note}",
+                    {"kernel": kernel, "stride": stride}, (_distinct(_rng(seed), *shape),))
+
+    return [case(5, (2, 3, 4, 4), 2, 2), case(6, (2, 2, 5, 5), 3, 2, " (overlapping windows)"),
+            case(27, (1, 2, 6, 6), 3, 3), case(28, (2, 1, 7, 5), 2, 2, " (odd sizes)"),
+            case(29, (1, 3, 5, 5), 2, 1, " (stride 1: every pixel in up to four windows)")]
+
+
+def _batchnorm_case(seed, x_shape, scale=1.0, shift=0.0):
+    rng = _rng(seed)
+    C = x_shape[1]
+    over = "N" if len(x_shape) == 2 else "N, H, W"
+    return Case(f"x {x_shape}: statistics over {over}", {},
+                (rng.standard_normal(x_shape) * scale + shift, 1 + 0.5 * rng.standard_normal(C),
+                 rng.standard_normal(C)))
 
 
 def _batchnorm_cases():
-    rng, rng2 = _rng(7), _rng(8)
     return [
-        Case("x (6, 4): statistics over N", {},
-             (rng.standard_normal((6, 4)) * 2 + 1, 1 + 0.5 * rng.standard_normal(4),
-              rng.standard_normal(4))),
-        Case("x (3, 2, 3, 3): statistics over N, H, W", {},
-             (rng2.standard_normal((3, 2, 3, 3)), 1 + 0.5 * rng2.standard_normal(2),
-              rng2.standard_normal(2))),
+        _batchnorm_case(7, (6, 4), 2, 1),
+        _batchnorm_case(8, (3, 2, 3, 3)),
+        _batchnorm_case(14, (5, 3), 0.01, 4),  # small variance: eps matters, 1/std is large
+        _batchnorm_case(15, (2, 5, 3, 1), 3, -2),  # odd sizes, W = 1
+        _batchnorm_case(16, (7, 1)),  # one channel
+        _batchnorm_case(17, (4, 3, 2, 5), 1, 10),  # a large mean
     ]
 
 
 def _residual_cases():
-    rng = _rng(9)
-    C = 3
-    return [Case("x (2, 3, 4, 4), two 3x3 convolutions with 3 channels", {},
-                 (rng.standard_normal((2, C, 4, 4)),
-                  rng.standard_normal((C, C, 3, 3)) * 0.3, 1 + 0.3 * rng.standard_normal(C),
-                  0.3 * rng.standard_normal(C),
-                  rng.standard_normal((C, C, 3, 3)) * 0.3, 1 + 0.3 * rng.standard_normal(C),
-                  0.3 * rng.standard_normal(C)))]
+    def case(seed, N, C, H, W):
+        rng = _rng(seed)
+        return Case(f"x ({N}, {C}, {H}, {W}), two 3x3 convolutions with {C} channels", {},
+                    (rng.standard_normal((N, C, H, W)),
+                     rng.standard_normal((C, C, 3, 3)) * 0.3, 1 + 0.3 * rng.standard_normal(C),
+                     0.3 * rng.standard_normal(C),
+                     rng.standard_normal((C, C, 3, 3)) * 0.3, 1 + 0.3 * rng.standard_normal(C),
+                     0.3 * rng.standard_normal(C)))
+
+    return [case(9, 2, 3, 4, 4), case(30, 3, 2, 3, 5), case(31, 2, 1, 5, 3)]
 
 
 EXERCISES = {
     "relu": Exercise(
         "relu", "ReLU", "ReLU: y = max(x, 0)", "lesson 6", ("dx",), _relu_cases(),
-        "ReLU lets the gradient through where the input was positive and stops it elsewhere: "
-        "dx = dy * mask, with the mask that forward saved on self.",
+        ("Where the input was negative, does a small change of it change the output?",
+         "The local derivative is 1 where x > 0 and 0 elsewhere; forward saved that as a mask.",
+         "dx = dy * self.mask"),
     ),
     "linear": Exercise(
         "linear", "Linear", "fully connected layer: y = x @ w^T + b", "lesson 3",
         ("dx", "dw", "db"), _linear_cases(),
-        "Let the shapes guide you: dx must be (N, in), and dy (N, out) @ w (out, in) is. dw must "
-        "be (out, in): dy^T @ x. b was added to every row of the batch, so db sums dy over the "
-        "batch (axis 0).",
+        ("Which product of dy (N, out) with x (N, in) or w (out, in) has the shape (N, in) of "
+         "dx? And the shape (out, in) of dw?",
+         "Let the shapes guide you: one product each for dx and dw. b was added to every row "
+         "of the batch: what happens to a gradient when a value is used N times?",
+         "dx = dy @ w, dw = dy^T @ x, db = dy.sum(axis=0)"),
     ),
     "conv2d": Exercise(
         "conv2d", "Conv2d", "2-D convolution as im2col + matrix product", "lesson 4",
         ("dx", "dw", "db"), _conv_cases(),
-        "forward is one matrix product y2 = w2 @ cols. First put dy in y2's layout: undo the "
-        "transpose, then the reshape, to get dy2 of shape (C_out, N*H_out*W_out). Then "
-        "dw2 = dy2 @ cols^T and dcols = w2^T @ dy2, as for any product. col2im adds each entry "
-        "of dcols back onto the pixel it was copied from, which turns dcols into dx. db sums dy "
-        "over N, H_out and W_out.",
+        ("forward is one matrix product, y2 = w2 @ cols, followed by a reshape and a "
+         "transpose. In what layout must dy be before you can use what you know about the "
+         "gradient of a matrix product?",
+         "Undo forward's last two steps on dy (the transpose, then the reshape) to get dy2, "
+         "shaped (C_out, N*H_out*W_out) like y2. Then treat y2 = w2 @ cols like any product "
+         "(lesson 3's linear layer), and ask what a pixel copied into several columns does "
+         "with the gradients of its copies.",
+         "dy2 = dy.transpose(1, 0, 2, 3).reshape(C_out, -1); dw = (dy2 @ cols^T) reshaped to "
+         "w's shape; dcols = w2^T @ dy2; dx = col2im(dcols, ...), which adds the copies' "
+         "gradients; db = dy2.sum(axis=1)."),
     ),
     "maxpool": Exercise(
         "maxpool", "MaxPool2d", "2-D max pooling", "lesson 6", ("dx",), _maxpool_cases(),
-        "Only the maximum of each window influenced the output, so each window's gradient goes "
-        "to its argmax (saved by forward) and nowhere else: fill a zero array shaped like cols "
-        "at (argmax, window), then col2im it back. When windows overlap (stride < kernel) a "
-        "pixel can be the maximum of two windows and must receive both gradients: col2im adds, "
-        "an assignment into dx would keep only one.",
+        ("Which elements of a window influenced its output?",
+         "Each window's gradient goes to its argmax (saved by forward) and nowhere else. When "
+         "windows overlap, a pixel can be the maximum of two windows: what must it receive?",
+         "dcols = zeros like cols; dcols[argmax, arange(windows)] = dy.ravel(); then col2im "
+         "(which adds) back to x's shape. An assignment into dx would keep only one gradient."),
     ),
     "batchnorm": Exercise(
         "batchnorm", "BatchNorm", "batch normalisation, training mode", "lesson 5",
         ("dx", "dgamma", "dbeta"), _batchnorm_cases(),
-        "dgamma = sum(dy * x_hat) and dbeta = sum(dy), summed over the axes of the statistics. "
-        "For dx, x reaches the loss three ways: through x_hat directly, through the mean and "
-        "through the variance (both depend on every x of the channel). With dx_hat = dy * gamma "
-        "and m values per channel, the three terms combine into "
-        "dx = inv_std / m * (m * dx_hat - sum(dx_hat) - x_hat * sum(dx_hat * x_hat)). "
-        "A dx that only passes a plain-sum check usually misses one of the terms.",
+        ("gamma and beta are used once per value of their channel: over which axes do their "
+         "gradients sum? And through how many paths does one x reach the loss?",
+         "Three paths: through x_hat directly, through the mean, and through the variance "
+         "(both depend on every x of the channel). Write forward as stages (mean, centre, "
+         "variance, 1/std, x_hat, scale and shift) and walk them backwards, adding the "
+         "gradients of a value used twice; then simplify with sum(x - mean) = 0.",
+         "dgamma = sum(dy * x_hat), dbeta = sum(dy) over self.axes; with dx_hat = dy * gamma "
+         "and m values per channel, dx = inv_std / m * (m * dx_hat - sum(dx_hat) - "
+         "x_hat * sum(dx_hat * x_hat))."),
     ),
     "residual": Exercise(
         "residual", "ResidualBlock", "residual block: y = relu(F(x) + x)", "lesson 7",
         ("dx", "dw1", "dgamma1", "dbeta1", "dw2", "dgamma2", "dbeta2"), _residual_cases(),
-        "Call the saved ops' backward methods in the reverse order of forward: relu2, bn2, "
-        "conv2, relu1, bn1, conv1 (each returns one gradient per input; the convolutions' bias "
-        "gradient is None). The sum s = F(x) + x hands its gradient ds unchanged to both terms, "
-        "and x was used twice, so dx = (gradient through F) + ds.",
+        ("forward calls six saved ops and one addition. In which order must their backward "
+         "methods run?",
+         "The reverse order of forward: relu2, bn2, conv2, relu1, bn1, conv1 (each returns one "
+         "gradient per input; the convolutions' bias gradient is None). What does the sum "
+         "s = F(x) + x hand to each of its terms, and how many times was x used?",
+         "ds = relu2.backward(dy); then back through F to get dx_branch; dx = dx_branch + ds."),
     ),
 }

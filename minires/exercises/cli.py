@@ -1,5 +1,5 @@
-"""Command line of the exercises: `python -m minires.exercises list | check NAME [--file PATH] |
-reset NAME`.
+"""Command line of the exercises: `python -m minires.exercises list | check NAME [--file PATH]
+[--hint 1|2|3] | reset NAME`.
 
 Exit status 0 when every checked exercise passes, 1 when one fails.
 """
@@ -33,6 +33,9 @@ def main(argv=None):
     checker.add_argument("name", choices=list(EXERCISES) + ["all"])
     checker.add_argument("--file", help="the file to check (default: the template in "
                                         "lessons/exercises/)")
+    checker.add_argument("--hint", type=int, choices=(1, 2, 3), default=0,
+                         help="show the hints up to this one: 1 a question, 2 the direction, "
+                              "3 the formula")
     resetter = commands.add_parser("reset", help="start an exercise again from its template "
                                                  "(your file is kept as NAME.py.bak)")
     resetter.add_argument("name", choices=list(EXERCISES))
@@ -46,10 +49,10 @@ def main(argv=None):
         reset(args.name)
         return 0
     if args.name == "all":
-        if args.file:
-            parser.error("--file needs one exercise name, not 'all'")
+        if args.file or args.hint:
+            parser.error("--file and --hint need one exercise name, not 'all'")
         results = {name: check(name) for name in EXERCISES}
         for name, passed in results.items():
             print(f"{'PASS' if passed else 'FAIL'} {name}")
         return 0 if all(results.values()) else 1
-    return 0 if check(args.name, args.file) else 1
+    return 0 if check(args.name, args.file, hint=args.hint) else 1

@@ -3,7 +3,9 @@
 For each case of an exercise it compares forward with the reference solution, calls backward
 with a random upstream gradient, checks what comes back (how many gradients, their shapes), compares
 each gradient with the reference solution's, and finally runs minires.gradcheck on it: central
-differences in float64, the same test every op of the engine passes (lesson 2).
+differences in float64, the same test every op of the engine passes (lesson 2). Every gradient is
+graded, even when another has the wrong shape, and a wrong one gets the likely mistake named
+(mistakes.py). The hints come in steps: a question first, the formula last (--hint 1, 2, 3).
 """
 
 import contextlib
@@ -18,6 +20,7 @@ import minires
 
 from . import solutions
 from .catalog import EXERCISES
+from .mistakes import diagnose
 
 TEMPLATES = Path("lessons") / "exercises"
 
@@ -96,15 +99,15 @@ def _as_gradient(value, name, shape):
     return value.astype(np.float64)
 
 
-def _gradients(result, names, shapes, what):
-    """The tuple backward returned, checked: one array per input, each of its input's shape."""
+def _returned(result, names, what):
+    """The tuple backward returned, checked: one value per input (each is checked on its own)."""
     if isinstance(result, list):
         raise _Failed(f"{what} returned a list; return a tuple ({', '.join(names)})")
     result = result if isinstance(result, tuple) else (result,)
     if len(result) != len(names):
         raise _Failed(f"{what} returned {len(result)} value(s); expected {len(names)}: "
                       f"({', '.join(names)})")
-    return [_as_gradient(g, n, s) for g, n, s in zip(result, names, shapes)]
+    return result
 
 
 def _gradcheck(cls, settings, inputs, i):
@@ -155,12 +158,22 @@ def _check_case(ex, case, cls, ref_cls, path, say):
     if result is None:
         raise _Failed(f"backward is not written yet: {what} in {path.name} returned None. "
                       f"It must return the gradients ({signature}).")
-    grads = _gradients(result, ex.grads, shapes, what)
+    result = _returned(result, ex.grads, what)
     expected = ref.backward(dy.copy())
     expected = expected if isinstance(expected, tuple) else (expected,)
 
     wrong = []
-    for i, (name, grad) in enumerate(zip(ex.grads, grads)):
+    for i, (name, value) in enumerate(zip(ex.grads, result)):
+        try:
+            grad = _as_gradient(value, name, shapes[i])
+        except _Failed as e:
+            wrong.append(name)
+            say(f"  {name:<9} WRONG: {e}")
+            if isinstance(value, np.ndarray) and value.dtype.kind in "fiu":
+                likely = diagnose(ex.name, case, dy, name, value.astype(np.float64), expected[i])
+                if likely:
+                    say(f"  {'':<9} likely: {likely}")
+            continue
         problem = _compare(grad, expected[i])
         try:
             numeric = _gradcheck(cls, case.settings, inputs, i)
@@ -172,12 +185,26 @@ def _check_case(ex, case, cls, ref_cls, path, say):
         wrong.append(name)
         say(f"  {name:<9} WRONG: {problem or 'matches the reference'}")
         say(f"  {'':<9} gradcheck: {numeric or 'passed'}")
+        likely = diagnose(ex.name, case, dy, name, grad, expected[i]) if problem else None
+        if likely:
+            say(f"  {'':<9} likely: {likely}")
     if wrong:
         raise _Failed(f"{', '.join(wrong)} wrong")
 
 
-def check(name, path=None, say=print):
-    """Grade the learner's file for exercise name (default: the template); True when correct."""
+def hints(name, level, say=print):
+    """Prints the hints of exercise name up to level (1: a question ... 3: the formula)."""
+    ex = EXERCISES[name]
+    level = max(1, min(level, len(ex.hints)))
+    for k in range(level):
+        say(f"hint {k + 1} of {len(ex.hints)}: {ex.hints[k]}")
+    if level < len(ex.hints):
+        say(f"(stuck? `python -m minires.exercises check {name} --hint {level + 1}`)")
+
+
+def check(name, path=None, say=print, hint=0):
+    """Grade the learner's file for exercise name (default: the template); True when correct.
+    hint > 0 prints the hints up to that level after the check; a failed check prints hint 1."""
     if name not in EXERCISES:
         say(f"no exercise named {name!r}; the exercises are: {', '.join(EXERCISES)}")
         return False
@@ -200,8 +227,12 @@ def check(name, path=None, say=print):
         if "not written yet" in str(e):
             say(f"{ex.lesson.capitalize()} explains the op; once backward returns something, "
                 "this check says which gradient is wrong, where, and gives a hint.")
+            if hint:
+                hints(name, hint, say)
         else:
-            say(f"hint: {ex.hint}")
+            hints(name, max(hint, 1), say)
         return False
     say(f"PASS {name}: backward is right on every case ({len(ex.cases)}).")
+    if hint:
+        hints(name, hint, say)
     return True
