@@ -11,8 +11,8 @@ import gzip
 import importlib.resources
 import os
 import pickle
+import sys
 import tarfile
-import warnings
 import zlib
 from pathlib import Path
 
@@ -169,7 +169,8 @@ def load_cifar10(path=None, download=True):
     N is 50,000 for training and 10,000 for testing. path may be the cifar-10-python.tar.gz
     archive, its extracted cifar-10-batches-py/ folder, or a folder that holds either; when it is
     None the environment variable MINIRES_CIFAR10 is used. A path you name is checked for
-    structure; an archive whose md5 is not the official one is loaded with a warning.
+    structure; an archive whose md5 is not the official one is loaded with a one-line note
+    on stderr.
 
     With no path at all the official archive is taken from the cache folder ($MINIRES_DATA, else
     ~/.cache/minires) and must match the official md5; when it is not there and download is True
@@ -190,11 +191,9 @@ def load_cifar10(path=None, download=True):
     if source.is_file():
         md5 = md5sum(source)
         if md5 != CIFAR10_MD5:
-            warnings.warn(
-                f"{source.name}: md5 {md5} is not the official {CIFAR10_MD5}; loading it anyway "
-                "(a stand-in or modified copy)",
-                stacklevel=2,
-            )
+            # One line on stderr, not a warning with a source line: the file still loads.
+            print(f"minires: note: {source.name}: md5 {md5} is not the official {CIFAR10_MD5}; "
+                  "loading it anyway (a stand-in or modified copy)", file=sys.stderr)
     return _read(source)
 
 

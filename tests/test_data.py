@@ -5,6 +5,7 @@ repository (or at $MINIRES_CIFAR10) and skip when it is absent; the archive is r
 session. Everything else runs on small or fake files written to tmp_path; no test downloads.
 """
 
+import contextlib
 import gzip
 import io
 import os
@@ -13,7 +14,6 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,11 +44,11 @@ needs_real = pytest.mark.skipif(not REAL.exists(), reason=f"CIFAR-10 archive not
 
 @pytest.fixture(scope="module")
 def real():
-    """The real archive, loaded once: (arrays, warnings raised while loading, md5 or None)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    """The real archive, loaded once: (arrays, what loading printed on stderr, md5 or None)."""
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
         arrays = load_cifar10(REAL)
-    return arrays, caught, md5sum(REAL) if REAL.is_file() else None
+    return arrays, stderr.getvalue(), md5sum(REAL) if REAL.is_file() else None
 
 
 @pytest.fixture
@@ -118,14 +118,13 @@ def test_real_archive_shapes_dtypes_and_counts(real):
 
 
 @needs_real
-def test_real_archive_md5_warning(real):
-    _, caught, md5 = real
+def test_real_archive_md5_note(real):
+    _, note, md5 = real
     if md5 in (None, data.CIFAR10_MD5):
-        assert caught == []  # a folder or the official archive loads silently
+        assert note == ""  # a folder or the official archive loads silently
         return
-    assert len(caught) == 1
-    message = str(caught[0].message)
-    assert md5 in message and data.CIFAR10_MD5 in message and "\n" not in message
+    assert note.startswith("minires: note: ") and note.count("\n") == 1  # one line
+    assert md5 in note and data.CIFAR10_MD5 in note
 
 
 @needs_real
@@ -154,16 +153,17 @@ def test_sample_is_the_documented_selection_of_the_stand_in(real):
 
 
 @needs_real
-def test_truncated_real_archive(tmp_path):
+def test_truncated_real_archive(tmp_path, capsys):
     if not REAL.is_file():
         pytest.skip("MINIRES_CIFAR10 names a folder")
     with open(REAL, "rb") as f:
         head = f.read(1 << 20)
     cut = tmp_path / "cifar-10-python.tar.gz"
     cut.write_bytes(head)
-    with pytest.warns(UserWarning, match="md5"), pytest.raises(DatasetError) as error:
+    with pytest.raises(DatasetError) as error:
         load_cifar10(cut)
     assert str(cut) in str(error.value) and "truncated or corrupt" in str(error.value)
+    assert "md5" in capsys.readouterr().err  # its md5 is not the official one either
 
 
 # -- layouts, structure checks, corrupt files ---------------------------------------------------
@@ -171,14 +171,13 @@ def test_truncated_real_archive(tmp_path):
 @pytest.mark.parametrize(
     "where", ["dir/cifar-10-batches-py", "dir", "tar", "tar/cifar-10-python.tar.gz"]
 )
-def test_folder_and_archive_layouts(fake, where):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        check_fake(load_cifar10(fake / where))
+def test_folder_and_archive_layouts(fake, where, capsys):
+    check_fake(load_cifar10(fake / where))
     # Only an archive has an md5 to check, and this fake one is not the official file.
-    assert len(caught) == (1 if where.startswith("tar") else 0)
-    if caught:
-        assert md5sum(fake / "tar/cifar-10-python.tar.gz") in str(caught[0].message)
+    note = capsys.readouterr().err
+    assert note.count("\n") == (1 if where.startswith("tar") else 0)
+    if note:
+        assert md5sum(fake / "tar/cifar-10-python.tar.gz") in note
 
 
 def test_env_var_names_the_data(fake, monkeypatch):
@@ -187,7 +186,7 @@ def test_env_var_names_the_data(fake, monkeypatch):
 
 
 @pytest.mark.parametrize("make", ["truncated", "random", "crc", "length"])
-def test_corrupt_archive_names_the_file(fake, tmp_path, make):
+def test_corrupt_archive_names_the_file(fake, tmp_path, make, capsys):
     whole = (fake / "tar/cifar-10-python.tar.gz").read_bytes()
     if make == "truncated":
         content = whole[: len(whole) // 2]
@@ -201,21 +200,23 @@ def test_corrupt_archive_names_the_file(fake, tmp_path, make):
         content[-8 if make == "crc" else -1] ^= 0x01
     path = tmp_path / "cifar-10-python.tar.gz"
     path.write_bytes(content)
-    with pytest.warns(UserWarning, match="md5"), pytest.raises(DatasetError) as error:
+    with pytest.raises(DatasetError) as error:
         load_cifar10(path)
     assert str(path) in str(error.value) and "truncated or corrupt" in str(error.value)
+    assert "md5" in capsys.readouterr().err
 
 
-def test_unreadable_archive_names_the_path(fake, monkeypatch):
+def test_unreadable_archive_names_the_path(fake, monkeypatch, capsys):
     path = fake / "tar/cifar-10-python.tar.gz"
 
     def permission_denied(name, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(name))
 
     monkeypatch.setattr(tarfile, "open", permission_denied)
-    with pytest.warns(UserWarning, match="md5"), pytest.raises(DatasetError) as error:
+    with pytest.raises(DatasetError) as error:
         load_cifar10(path)
     assert str(error.value) == f"{path}: cannot read it (Permission denied)"
+    assert "md5" in capsys.readouterr().err
 
 
 def test_structure_errors(tmp_path):
@@ -262,11 +263,10 @@ def fake_official(monkeypatch, fake):
     monkeypatch.setattr(data, "CIFAR10_MD5", md5sum(archive))
 
 
-def test_download_verifies_then_moves_into_place(fake, no_env, monkeypatch):
+def test_download_verifies_then_moves_into_place(fake, no_env, monkeypatch, capsys):
     fake_official(monkeypatch, fake)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the official archive loads without a warning
-        check_fake(load_cifar10())
+    check_fake(load_cifar10())
+    assert "md5" not in capsys.readouterr().err  # the official archive loads without a note
     assert sorted(p.name for p in no_env.iterdir()) == ["cifar-10-python.tar.gz"]
     assert md5sum(no_env / "cifar-10-python.tar.gz") == data.CIFAR10_MD5
 

@@ -165,11 +165,7 @@ def test_paper_schedule_scales_to_the_run_and_model_names():
 
 @pytest.mark.skipif(not SHARED_CIFAR.exists(), reason="the shared CIFAR-10 tarball is absent")
 def test_short_run_on_real_cifar10_lowers_the_loss(tmp_path, monkeypatch):
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the stand-in's md5 warning
-        x_train, y_train, x_test, y_test = data.load_cifar10(SHARED_CIFAR)
+    x_train, y_train, x_test, y_test = data.load_cifar10(SHARED_CIFAR)  # a note on its md5
     subset = (x_train[:4096], y_train[:4096], x_test[:256], y_test[:256])
     monkeypatch.setattr(training, "load_data", lambda config: subset)
     run = training.Run(tiny_config(tmp_path, iters=60, batch=64, lr=0.1, schedule="cosine"))
