@@ -260,3 +260,66 @@ def test_nvcc_compiles_every_kernel_without_warnings_or_spills(tmp_path):
         for arch in ARCHS:
             assert "0 bytes spill stores, 0 bytes spill loads" in reports[kernel, arch], (
                 kernel, arch, reports[kernel, arch])
+
+
+# -- the stricter checks: each has a broken kernel it must catch, and correct kernels it must pass
+
+def stricter(kernel_name):
+    return emulator.RawModule((BROKEN / "stricter_checks.cu").read_text()).get_function(
+        kernel_name)
+
+
+def correct(kernel_name):
+    return emulator.RawModule((BROKEN / "correct_kernels.cu").read_text()).get_function(
+        kernel_name)
+
+
+@pytest.mark.parametrize("kernel_name, message", [
+    ("different_barriers", r"__syncthreads\(\) of line \d+ while thread .* line \d+"),
+    ("last_reader_writes", "data race on __shared__ memory: this thread writes it, .* read it"),
+    ("store_races_atomic", "data race on element 0 of y: .* atomically updat"),
+    ("shared_overflow", "thread .63,0,0.: out-of-bounds access: writes 4 bytes at 0 bytes past "
+                        "the end of the __shared__ array tile"),
+])
+def test_stricter_checks_catch_broken_kernels(kernel_name, message):
+    threads = 64 if kernel_name == "shared_overflow" else 256
+    x, y = random(threads), np.zeros(threads, np.float32)
+    with pytest.raises(emulator.EmulatorError, match=message):
+        stricter(kernel_name)((1,), (threads,), (x, y, np.int32(threads)))
+
+
+def test_a_result_that_depends_on_thread_order_is_caught():
+    x = np.abs(random(100)) + 1
+    y, count = np.zeros(100, np.float32), np.zeros(1, np.float32)
+    with pytest.raises(emulator.EmulatorError, match="depends on the order threads run"):
+        stricter("compact_unordered")((1,), (128,), (x, y, count, np.int32(100)))
+
+
+@pytest.mark.parametrize("threads", [48, 100, 256])
+def test_block_sizes_that_are_not_a_multiple_of_32(threads):
+    """The emulator runs any block shape, partial warps included: a reduction that assumes a
+    power-of-2 block is wrong at 48 and 100 threads; the strided tree is right at each size."""
+    x = random(threads)
+    y = np.zeros(1, np.float32)
+    correct("tree_sum")((1,), (threads,), (x, y, np.int32(threads)))
+    np.testing.assert_allclose(y[0], x.sum(), rtol=1e-5, atol=1e-5)
+    stricter("tree_sum_power_of_two")((1,), (threads,), (x, y, np.int32(threads)))
+    assert np.isclose(y[0], x.sum(), rtol=1e-5, atol=1e-5) == (threads == 256)
+
+
+def test_correct_kernels_are_not_flagged():
+    x = random(1000)
+    sums = np.zeros(4, np.float32)
+    correct("tree_sum")((4,), (250,), (x, sums, np.int32(1000)))
+    np.testing.assert_allclose(sums, x.reshape(4, 250).sum(axis=1), rtol=1e-5, atol=1e-4)
+
+    H, W = 45, 70  # neither a multiple of the 32 x 32 tile
+    a = random(H, W)
+    t = np.zeros((W, H), np.float32)
+    correct("transpose_tiled")((3, 2), (32, 8), (a, t, np.int32(H), np.int32(W)))
+    np.testing.assert_array_equal(t, a.T)
+
+    values = np.random.default_rng(0).integers(0, 10, 3000).astype(np.float32)
+    counts = np.zeros(10, np.float32)
+    correct("histogram")((3,), (128,), (values, counts, np.int32(3000), np.int32(10)))
+    np.testing.assert_array_equal(counts, np.bincount(values.astype(int), minlength=10))

@@ -11,6 +11,7 @@
      the block has arrived, and a thread that exits while others wait is reported.
    - __shared__ is `static`: since one block runs at a time (and one launch at a time per
      module), a static variable is exactly one copy per block, shared by the block's threads.
+     Each sits between guards, so that running off its end is reported.
    - g++ instruments every load and store of the kernel code (-fsanitize=thread), and
      emu_runtime.cpp supplies the hooks it calls: out-of-bounds accesses, data races on global
      and shared memory and reads of shared memory nobody has written are reported.
@@ -31,13 +32,15 @@ struct dim3 {
 };
 
 namespace emu {
+constexpr int shared_guard_bytes = 256;  // the gap before (and after) each __shared__ array
+
 // The running thread's coordinates and the barrier, implemented in emu_runtime.cpp (outside the
 // instrumented code, so that reading threadIdx is not mistaken for a memory access).
 dim3 thread_idx();
 dim3 block_idx();
 dim3 block_dim();
 dim3 grid_dim();
-void syncthreads();
+void syncthreads(int line);
 float atomic_add(float* address, float value);
 int atomic_add(int* address, int value);
 }  // namespace emu
@@ -47,13 +50,24 @@ int atomic_add(int* address, int value);
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-#define __shared__ static
+// Each __shared__ array goes into the section emu_shared, after a guard of its own that no
+// kernel touches (__COUNTER__ names it; -fno-toplevel-reorder keeps the source order, and
+// emu_runtime.cpp adds the last guard): a write past an array's end lands in a guard, which
+// the runtime reports, rather than in the next array. One copy per block, as `static`.
+#define EMU_CAT2(a, b) a##b
+#define EMU_CAT(a, b) EMU_CAT2(a, b)
+#define __shared__                                                                              \
+    static char EMU_CAT(emu_shared_guard_, __COUNTER__)[::emu::shared_guard_bytes]              \
+        __attribute__((section("emu_shared"), used));                                          \
+    static __attribute__((section("emu_shared")))
 #define threadIdx (::emu::thread_idx())
 #define blockIdx (::emu::block_idx())
 #define blockDim (::emu::block_dim())
 #define gridDim (::emu::grid_dim())
 
-inline void __syncthreads() { emu::syncthreads(); }
+// The line of each __syncthreads() in the kernel's source: threads of one block must all wait at
+// the same one (on a GPU, two different barriers in divergent code hang or misbehave).
+#define __syncthreads() ::emu::syncthreads(__LINE__)
 inline float atomicAdd(float* address, float value) { return emu::atomic_add(address, value); }
 inline int atomicAdd(int* address, int value) { return emu::atomic_add(address, value); }
 inline int min(int a, int b) { return a < b ? a : b; }
@@ -67,6 +81,7 @@ inline float max(float a, float b) { return fmaxf(a, b); }
 namespace emu {
 
 constexpr int max_arrays = 16;
+constexpr int max_guards = 64;
 
 // One launch, filled in by minires/backends/emulator.py (its ctypes mirror must match).
 struct Launch {
@@ -74,10 +89,15 @@ struct Launch {
     unsigned int block[3];
     int detect_races;                            // 0: only bounds checks (faster, and lets
                                                  // a racy kernel show its wrong results)
+    int reverse;                                 // 1: run blocks and threads in reverse order
     int num_arrays;                              // the array arguments: device memory
     const char* array_begin[max_arrays];
     unsigned long long array_bytes[max_arrays];
     const char* array_name[max_arrays];          // parameter names, for error messages
+    int num_guards;                              // the guards between __shared__ arrays, as
+    unsigned long long guard_begin[max_guards];  // offsets in section emu_shared (from the
+    unsigned long long guard_end[max_guards];    // module's symbol table: emulator.py)
+    const char* guard_after[max_guards];         // the array just before each guard
     char error[1024];                            // why the launch failed
 };
 

@@ -20,20 +20,26 @@
       runtime is NOT linked: the functions at the end of this file are those hooks. Each access
       is classified by its address:
         - a fiber stack: the thread's local variables, nothing to check;
-        - this module's .bss: the __shared__ variables (they are `static`, see cuda_emu.h);
+        - the section emu_shared: the __shared__ arrays (`static`, see cuda_emu.h), each
+          after a guard of 256 bytes; an access inside a guard is out of bounds;
         - an array argument: global memory;
         - anything else: an out-of-bounds access, reported against the nearest array.
       With race detection on, every 4-byte word of shared and global memory remembers the last
-      thread that wrote it and the last that read it, with the epoch they did it in. Two accesses
-      by different threads, at least one a write, race unless a __syncthreads() separates them
-      (same block, earlier epoch); threads of different blocks are never ordered within a launch.
-      Shared memory starts every block unwritten, so reading a word of it that no thread of the
-      block has written is reported as well.
+      thread that wrote it, the last that updated it with an atomic, and the threads that read
+      it since (up to 16 besides the last), each with the epoch they did it in. Two accesses by
+      different threads race unless a __syncthreads() separates them (same block, earlier
+      epoch) or both are atomics; threads of different blocks are never ordered within a launch.
+      Shared memory starts every block unwritten, so reading a word of it (or adding to it
+      atomically) before any thread of the block has written it is reported as well.
+   4. The barrier must be the same one: every thread of a block waits at the same
+      __syncthreads() (cuda_emu.h passes its source line), or the launch fails.
+   5. Two orders: with race detection on, emulator.py runs each launch twice, blocks and threads
+      in index order and then in reverse, and reports an output that differs (a race that goes
+      through an atomic's return value, which no single access shows).
 
-   What it cannot catch: a race between an atomic and a plain access, a write-after-read race
-   when a third thread read the word in between (only the last reader is remembered), anything
-   about warps (there are none: code relying on warp lock-step passes here and fails on a GPU),
-   and bugs on paths that the test inputs never take.
+   What it cannot catch: anything about warps (there are none: code relying on warp lock-step
+   passes here and fails on a GPU), an index that runs more than 256 bytes past a __shared__
+   array (over its guard, into the next array), and bugs on paths the test inputs never take.
 */
 #include "cuda_emu.h"
 
@@ -48,10 +54,13 @@
 #include <mutex>
 #include <vector>
 
-// This module's .bss as the linker laid it out (hidden: this library's own symbols, not those of
-// the program that loaded it). The kernels' __shared__ variables live there.
-extern "C" char __bss_start[] __attribute__((visibility("hidden")));
-extern "C" char _end[] __attribute__((visibility("hidden")));
+// The section that holds the kernels' __shared__ arrays and their guards (cuda_emu.h), as the
+// linker laid it out (hidden: this library's own; weak: absent when no kernel has shared memory).
+extern "C" char __start_emu_shared[] __attribute__((weak, visibility("hidden")));
+extern "C" char __stop_emu_shared[] __attribute__((weak, visibility("hidden")));
+// The guard after the last array: runtime.o is linked after the kernels.
+static char emu_shared_guard_last[emu::shared_guard_bytes]
+    __attribute__((section("emu_shared"), used));
 
 namespace emu {
 namespace {
@@ -65,6 +74,7 @@ struct Fiber {
     dim3 thread_idx;
     const char* loads[4];  // the last global words it loaded since it last ran
     int num_loads;
+    int barrier_line;      // the source line of the __syncthreads() it waits at
 };
 
 // The last access to a word: thread is the grid-wide linear thread id + 1 (0: none yet).
@@ -73,9 +83,14 @@ struct Touch {
     int epoch = 0;
 };
 
+// The last write, read and atomic update of a 4-byte word; readers >= 0 indexes the other
+// threads that read it since its last write, concurrently with `read` (up to max_readers).
 struct Word {
-    Touch write, read;
+    Touch write, read, atomic;
+    int readers = -1;
 };
+
+constexpr std::size_t max_readers = 16;
 
 // A range of emulated device memory: one array argument, or the shared memory.
 struct Memory {
@@ -83,6 +98,7 @@ struct Memory {
     const char* end;
     const char* name;
     std::vector<Word> words;  // race-detection state per 4 bytes (empty when detection is off)
+    std::vector<std::vector<Touch>> reader_sets;  // Word::readers indexes these
 };
 
 constexpr std::size_t stack_bytes = 64 * 1024;
@@ -216,6 +232,12 @@ void make_fibers()
     }
 }
 
+// Threads (and blocks) run in index order, or in reverse with launch.reverse.
+int in_order(int k, int n)
+{
+    return now.launch->reverse ? n - 1 - k : k;
+}
+
 void run_block()
 {
     const int n = now.threads_per_block;
@@ -225,9 +247,11 @@ void run_block()
     }
     now.epoch = 0;
     std::fill(now.shared.words.begin(), now.shared.words.end(), Word());  // fresh shared memory
+    now.shared.reader_sets.clear();
 
     for (;;) {
-        for (int t = 0; t < n; ++t) {  // one round: every runnable thread runs until it yields
+        for (int k = 0; k < n; ++k) {  // one round: every runnable thread runs until it yields
+            const int t = in_order(k, n);
             if (now.fibers[t].state == State::runnable) {
                 now.current = t;
                 swapcontext(&now.scheduler, &now.fibers[t].context);
@@ -259,7 +283,21 @@ void run_block()
             fail(message, false);
             return;
         }
-        ++now.epoch;  // everyone has arrived: open the barrier
+        for (now.current = 0; now.current < n; ++now.current) {
+            const int line = now.fibers[now.current].barrier_line;
+            if (line != now.fibers[0].barrier_line) {
+                char message[256];
+                std::snprintf(message, sizeof message,
+                              "waits at the __syncthreads() of line %d while thread (%u,%u,%u) "
+                              "waits at the one of line %d: every thread of a block must reach "
+                              "the same barriers, in the same order", line,
+                              now.fibers[0].thread_idx.x, now.fibers[0].thread_idx.y,
+                              now.fibers[0].thread_idx.z, now.fibers[0].barrier_line);
+                fail(message, false);
+                return;
+            }
+        }
+        ++now.epoch;  // everyone has arrived at the same barrier: open it
         for (Fiber& fiber : now.fibers) {
             fiber.state = State::runnable;
         }
@@ -302,9 +340,54 @@ void report_race(const Memory& memory, const char* p, const char* access, Touch 
     fail(message, true);
 }
 
+// Check one word against the earlier accesses it must be ordered after, then record this one.
+// Atomics never race with atomics, but they do with plain reads and writes.
+void check_word(Memory& memory, const char* p, Word& word, Kind kind, Touch me)
+{
+    const char* access = kind == Kind::read ? "reads" : kind == Kind::write ? "writes"
+                                                                            : "atomically updates";
+    if (word.write.thread != 0 && !ordered(word.write)) {
+        report_race(memory, p, access, word.write, "wrote");
+    }
+    if (kind != Kind::atomic && word.atomic.thread != 0 && !ordered(word.atomic)) {
+        report_race(memory, p, access, word.atomic, "atomically updated");
+    }
+    if (kind == Kind::read) {
+        if (word.read.thread != 0 && word.read.thread != me.thread && !ordered(word.read)) {
+            // Two concurrent readers: remember the earlier one too, for the next write.
+            if (word.readers < 0) {
+                word.readers = static_cast<int>(memory.reader_sets.size());
+                memory.reader_sets.emplace_back();
+            }
+            std::vector<Touch>& set = memory.reader_sets[word.readers];
+            if (set.size() < max_readers) {
+                set.push_back(word.read);
+            }
+        }
+        word.read = me;
+        return;
+    }
+    if (word.read.thread != 0 && !ordered(word.read)) {
+        report_race(memory, p, access, word.read, "read");
+    }
+    if (word.readers >= 0) {
+        for (const Touch& reader : memory.reader_sets[word.readers]) {
+            if (!ordered(reader)) {
+                report_race(memory, p, access, reader, "read");
+            }
+        }
+    }
+    if (kind == Kind::atomic) {
+        word.atomic = me;
+    } else {
+        word.write = me;
+        word.readers = -1;  // later accesses are checked against this write
+    }
+}
+
 void detect_race(Memory& memory, const char* p, std::size_t size, Kind kind)
 {
-    if (memory.words.empty() || kind == Kind::atomic) {
+    if (memory.words.empty()) {
         return;
     }
     const bool is_shared = &memory == &now.shared;
@@ -312,21 +395,12 @@ void detect_race(Memory& memory, const char* p, std::size_t size, Kind kind)
     const std::size_t first = (p - memory.begin) / 4, last = (p + size - 1 - memory.begin) / 4;
     for (std::size_t w = first; w <= last; ++w) {
         Word& word = memory.words[w];
-        if (kind == Kind::read && is_shared && word.write.thread == 0) {
+        if (kind != Kind::write && is_shared && word.write.thread == 0) {
             fail("reads __shared__ memory that no thread of its block has written yet (a missing "
-                 "__syncthreads() between the writes and this read?)", true);
+                 "__syncthreads() between the writes and this read, or shared memory that was "
+                 "never initialised?)", true);
         }
-        if (word.write.thread != 0 && !ordered(word.write)) {
-            report_race(memory, p, kind == Kind::read ? "reads" : "writes", word.write, "wrote");
-        }
-        if (kind == Kind::write) {
-            if (word.read.thread != 0 && !ordered(word.read)) {
-                report_race(memory, p, "writes", word.read, "read");
-            }
-            word.write = me;
-        } else {
-            word.read = me;
-        }
+        check_word(memory, p, word, kind, me);
     }
 }
 
@@ -354,6 +428,24 @@ void report_out_of_bounds(const char* p, std::size_t size, Kind kind)
     fail(message, true);
 }
 
+// An access that lands in a guard between __shared__ arrays ran off the end of the one before.
+void check_shared_guards(const char* p, std::size_t size, Kind kind)
+{
+    const Launch& launch = *now.launch;
+    for (int g = 0; g < launch.num_guards; ++g) {
+        const char* begin = now.shared.begin + launch.guard_begin[g];
+        const char* end = now.shared.begin + launch.guard_end[g];
+        if (p + size > begin && p < end) {
+            char message[512];
+            std::snprintf(message, sizeof message,
+                          "out-of-bounds access: %s %zu bytes at %td bytes past the end of the "
+                          "__shared__ array %s", kind == Kind::read ? "reads" : "writes", size,
+                          p - begin, launch.guard_after[g]);
+            fail(message, true);
+        }
+    }
+}
+
 void on_access(const void* address, std::size_t size, Kind kind)
 {
     const char* p = static_cast<const char*>(address);
@@ -361,6 +453,7 @@ void on_access(const void* address, std::size_t size, Kind kind)
         return;  // not inside a launch, or a thread's own local variables
     }
     if (p >= now.shared.begin && p < now.shared.end) {
+        check_shared_guards(p, size, kind);
         detect_race(now.shared, p, size, kind);
         return;
     }
@@ -388,9 +481,10 @@ dim3 block_idx() { return now.block_idx; }
 dim3 block_dim() { return now.block_dim; }
 dim3 grid_dim() { return now.grid_dim; }
 
-void syncthreads()
+void syncthreads(int line)
 {
     now.fibers[now.current].state = State::at_barrier;
+    now.fibers[now.current].barrier_line = line;
     yield();
 }
 
@@ -428,23 +522,20 @@ int run(Launch& launch, void (*body)(void**), void** args)
     for (int i = 0; i < launch.num_arrays; ++i) {
         const char* begin = launch.array_begin[i];
         const std::size_t bytes = launch.array_bytes[i];
-        now.global.push_back({begin, begin + bytes, launch.array_name[i], {}});
+        now.global.push_back({begin, begin + bytes, launch.array_name[i], {}, {}});
         now.global.back().words.resize(detect ? bytes / 4 + 2 : 0);  // +2: unaligned ends
     }
-    now.shared = {__bss_start, _end, "__shared__ memory", {}};
-    now.shared.words.resize(detect ? (_end - __bss_start) / 4 + 2 : 0);
+    now.shared = {__start_emu_shared, __stop_emu_shared, "__shared__ memory", {}, {}};
+    now.shared.words.resize(detect ? (__stop_emu_shared - __start_emu_shared) / 4 + 2 : 0);
 
     make_fibers();
     now.failed = false;
     now.running = true;
-    for (unsigned int z = 0; z < now.grid_dim.z && !now.failed; ++z) {
-        for (unsigned int y = 0; y < now.grid_dim.y && !now.failed; ++y) {
-            for (unsigned int x = 0; x < now.grid_dim.x && !now.failed; ++x) {
-                now.block_idx = dim3(x, y, z);
-                now.block = (z * now.grid_dim.y + y) * now.grid_dim.x + x;
-                run_block();
-            }
-        }
+    const int blocks = now.grid_dim.x * now.grid_dim.y * now.grid_dim.z;
+    for (int k = 0; k < blocks && !now.failed; ++k) {
+        now.block = in_order(k, blocks);
+        now.block_idx = unflatten(now.block, now.grid_dim);
+        run_block();
     }
     now.running = false;
     now.global.clear();  // frees the race-detection state

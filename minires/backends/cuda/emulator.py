@@ -22,13 +22,15 @@ import numpy as np
 from .launch import check_args, kernel_names, kernel_signature
 
 MAX_ARRAYS = 16  # emu::max_arrays in cuda_emu.h
+MAX_GUARDS = 64  # emu::max_guards
 MAX_BLOCK = (1024, 1024, 64)  # CUDA's limits, with at most 1024 threads per block
 MAX_GRID = (2**31 - 1, 65535, 65535)
 # The kernel code is instrumented (-fsanitize=thread: a hook call around every load and store);
 # the runtime is not. Hidden visibility and -fno-gnu-unique keep every module's statics (its
 # __shared__ memory) and hooks its own when several modules are loaded at once.
+# -fno-toplevel-reorder keeps the __shared__ arrays in source order, each after its guard.
 CXXFLAGS = ("-std=c++17", "-O1", "-fPIC", "-fvisibility=hidden", "-fno-gnu-unique", "-Wall",
-            "-Wno-unknown-pragmas")
+            "-Wno-unknown-pragmas", "-fno-toplevel-reorder")
 KERNEL_FLAGS = ("-fsanitize=thread",)
 
 
@@ -57,7 +59,9 @@ class RawModule:
 
     def __init__(self, code):
         self.code = code
-        self.library = ctypes.CDLL(str(build(code)))
+        path = build(code)
+        self.library = ctypes.CDLL(str(path))
+        self.shared_guards = shared_guards(path)
 
     def get_function(self, name):
         if name not in kernel_names(self.code):
@@ -73,10 +77,15 @@ class _Launch(ctypes.Structure):
         ("grid", ctypes.c_uint * 3),
         ("block", ctypes.c_uint * 3),
         ("detect_races", ctypes.c_int),
+        ("reverse", ctypes.c_int),
         ("num_arrays", ctypes.c_int),
         ("array_begin", ctypes.c_void_p * MAX_ARRAYS),
         ("array_bytes", ctypes.c_ulonglong * MAX_ARRAYS),
         ("array_name", ctypes.c_char_p * MAX_ARRAYS),
+        ("num_guards", ctypes.c_int),
+        ("guard_begin", ctypes.c_ulonglong * MAX_GUARDS),
+        ("guard_end", ctypes.c_ulonglong * MAX_GUARDS),
+        ("guard_after", ctypes.c_char_p * MAX_GUARDS),
         ("error", ctypes.c_char * 1024),
     ]
 
@@ -87,6 +96,7 @@ class Kernel:
     def __init__(self, module, name):
         self.name = name
         self.params = kernel_signature(module.code, name)
+        self.guards = module.shared_guards[:MAX_GUARDS]
         self._launch = getattr(module.library, f"emu_launch_{name}")
         self._launch.argtypes = [ctypes.POINTER(_Launch), ctypes.POINTER(ctypes.c_void_p)]
         self._launch.restype = ctypes.c_int
@@ -101,6 +111,9 @@ class Kernel:
             raise NotImplementedError("dynamic shared memory (extern __shared__) is not emulated")
         check_args(self.name, self.params, args)
         launch = _Launch(grid=grid, block=block, detect_races=_detect_races)
+        launch.num_guards = len(self.guards)
+        for i, (begin, end, after) in enumerate(self.guards):
+            launch.guard_begin[i], launch.guard_end[i], launch.guard_after[i] = begin, end, after
         values = []  # the argument values; args_pointer points at each (cuLaunchKernel's way)
         device_copies = []  # (host array, its copy in "device memory")
         for (_, name), arg in zip(self.params, args):
@@ -121,12 +134,44 @@ class Kernel:
             else:
                 values.append(ctypes.c_float(arg))
         args_pointer = (ctypes.c_void_p * len(values))(*map(ctypes.addressof, values))
-        if self._launch(ctypes.byref(launch), args_pointer) != 0:
-            raise EmulatorError(f"kernel {self.name}, grid {grid}, block {block}: "
-                                f"{launch.error.decode()}")
+        self._run(launch, args_pointer, grid, block)
+        if _detect_races:
+            # Again with blocks and threads in reverse order, from the same inputs: a result that
+            # changes is a race that the detector cannot see (an atomic's value used as an index).
+            first = [device.copy() for _, device in device_copies]
+            for host, device in device_copies:
+                device[:] = np.ascontiguousarray(host).reshape(-1).view(np.uint8)
+            launch.reverse = 1
+            self._run(launch, args_pointer, grid, block)
+            for (host, device), before in zip(device_copies, first):
+                _compare_orders(self.name, grid, block, host.dtype, before, device)
         for host, device in device_copies:
             if host.flags.writeable:
                 host.reshape(-1).view(np.uint8)[:] = device  # copy back what the kernel wrote
+
+
+    def _run(self, launch, args_pointer, grid, block):
+        if self._launch(ctypes.byref(launch), args_pointer) != 0:
+            order = " (threads in reverse order)" if launch.reverse else ""
+            raise EmulatorError(f"kernel {self.name}, grid {grid}, block {block}{order}: "
+                                f"{launch.error.decode()}")
+
+
+def _compare_orders(name, grid, block, dtype, forward, reverse):
+    """Raise EmulatorError if an array came out differently in the two thread orders (float32
+    sums in a different order may differ in their last bits: that is rounding, not a race)."""
+    if np.array_equal(forward, reverse):
+        return
+    a, b = forward.view(dtype), reverse.view(dtype)
+    if dtype.kind == "f":
+        scale = float(np.max(np.abs(a), initial=0.0))
+        if np.allclose(a, b, rtol=1e-5, atol=1e-6 * scale, equal_nan=True):
+            return
+    i = int(np.flatnonzero(a != b)[0])
+    raise EmulatorError(f"kernel {name}, grid {grid}, block {block}: the result depends on the "
+                        f"order threads run: element {i} of an output is {a[i]} with threads in "
+                        f"index order and {b[i]} in reverse order (a data race, e.g. through the "
+                        "value an atomic returns, or a read of a word another thread writes)")
 
 
 def _device_copy(array):
@@ -198,6 +243,31 @@ def build(code):
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return library
+
+
+def shared_guards(library):
+    """[(begin, end, array before it)] of every guard between __shared__ arrays (cuda_emu.h),
+    offsets into the section emu_shared, read from the library's symbol table with nm."""
+    nm = shutil.which("nm")
+    if nm is None:
+        return []  # binutils come with g++; without nm the guards are simply not checked
+    listing = subprocess.run([nm, "-S", "-C", str(library)], capture_output=True, text=True)
+    symbols, start = [], None
+    for line in listing.stdout.splitlines():
+        fields = line.split(maxsplit=3)
+        if len(fields) == 3 and fields[2] == "__start_emu_shared":
+            start = int(fields[0], 16)
+        elif len(fields) == 4 and fields[2] in "dDbB":
+            symbols.append((int(fields[0], 16), int(fields[1], 16), fields[3]))
+    if start is None:
+        return []
+    guards, before = [], "(none: the first)"
+    for address, size, name in sorted(s for s in symbols if s[0] >= start):
+        if "emu_shared_guard_" in name:
+            guards.append((address - start, address - start + size, before.encode()))
+        else:
+            before = name.split("::")[-1]  # "gemm_tiled(...)::As" -> "As"
+    return guards
 
 
 def _run(cwd, *command):
