@@ -323,3 +323,41 @@ def test_correct_kernels_are_not_flagged():
     counts = np.zeros(10, np.float32)
     correct("histogram")((3,), (128,), (values, counts, np.int32(3000), np.int32(10)))
     np.testing.assert_array_equal(counts, np.bincount(values.astype(int), minlength=10))
+
+
+# -- defects from the review (issue 13, item 6) ----------------------------------------------------
+
+@pytest.mark.parametrize("M, N, K", [(0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0)])
+def test_gemm_of_empty_shapes(gemm_kind, M, N, K):
+    for kind in ("tiled", "naive"):
+        gpu.set_gemm(kind)
+        c = gpu.gemm(np.ones((M, K), np.float32), np.ones((K, N), np.float32))
+        assert c.shape == (M, N) and c.dtype == np.float32
+        np.testing.assert_array_equal(c, 0)
+    assert gpu.split_k(0, 7, 1000)[0] >= 1  # no division by zero
+
+
+def test_cublas_gemm_checks_the_dtype_too(gemm_kind):
+    gpu.set_gemm("cublas")
+    with pytest.raises(TypeError, match="float16"):
+        gpu.gemm(np.ones((2, 2), np.float16), np.ones((2, 2), np.float16))
+
+
+def test_sizes_leave_room_for_the_last_block():
+    gpu._check_fits("im2col", gpu.INT32_MAX - gpu.MAX_BLOCK_THREADS)
+    with pytest.raises(ValueError, match="32-bit"):
+        gpu._check_fits("im2col", gpu.INT32_MAX - 100)  # i of the last block would overflow
+
+
+def test_launch_refuses_host_and_device_arrays_together(monkeypatch):
+    class DeviceArray(np.ndarray):
+        """Stands in for a CuPy array: get_array_module says it lives elsewhere."""
+
+    real = launch.get_array_module
+    monkeypatch.setattr(launch, "get_array_module",
+                        lambda *a: "cupy" if isinstance(a[0], DeviceArray) else real(*a))
+    params = launch.kernel_signature(launch.kernel_source("relu.cu"), "relu_forward")
+    x = np.zeros(4, np.float32)
+    with pytest.raises(TypeError, match="mix NumPy and CuPy"):
+        launch.check_args("relu_forward", params, (x.view(DeviceArray), x, np.int32(4)))
+    launch.check_args("relu_forward", params, (x, x.copy(), np.int32(4)))  # all on one device

@@ -29,6 +29,9 @@ TILED_THREADS = 256  # gemm_tiled's THREADS = (BM / TM) * (BN / TN)
 TARGET_BLOCKS = 512
 MIN_K_PER_SPLIT = 128
 INT32_MAX = 2**31 - 1  # the kernels index with 32-bit ints
+# The last block's threads compute indices up to one block past the end before their bounds
+# check, so sizes must leave that much room below INT32_MAX.
+MAX_BLOCK_THREADS = 1024
 
 GEMM_KINDS = ("tiled", "naive", "cublas")
 _gemm_kind = "tiled"
@@ -95,10 +98,13 @@ def gemm(a, b, trans_a=False, trans_b=False):
                          f"(a {a.shape}, trans_a={trans_a}; b {b.shape}, trans_b={trans_b})")
     if a.dtype != b.dtype:
         raise TypeError(f"gemm: a is {a.dtype} but b is {b.dtype}")
+    if a.dtype != np.float64:
+        a, b = _kernel_input("gemm", a), _kernel_input("gemm", b)  # float32, or a TypeError
     if a.dtype == np.float64 or _gemm_kind == "cublas":
         # `@`: cupy.matmul, i.e. cuBLAS, on CuPy arrays
         return reference.gemm(a, b, trans_a, trans_b)
-    a, b = _kernel_input("gemm", a), _kernel_input("gemm", b)
+    if M == 0 or N == 0:
+        return _empty(a, (M, N))  # nothing to compute, and no tiles to split K over
     if _gemm_kind == "naive":
         c = _empty(a, (M, N))
         _check_fits("gemm", a.size, b.size, c.size)
@@ -116,7 +122,7 @@ def gemm(a, b, trans_a=False, trans_b=False):
 def split_k(M, N, K):
     """(splits, k_per_split): cut K into slices (multiples of TILE_K) when C alone has fewer than
     TARGET_BLOCKS tiles, as in the weight gradient (C is C_out x C_in*KH*KW, K is N*H_out*W_out)."""
-    tiles = ceil_div(M, TILE_M) * ceil_div(N, TILE_N)
+    tiles = max(1, ceil_div(M, TILE_M) * ceil_div(N, TILE_N))  # C may be empty
     splits = max(1, min(ceil_div(TARGET_BLOCKS, tiles), K // MIN_K_PER_SPLIT))
     k_per_split = ceil_div(ceil_div(max(K, 1), splits), TILE_K) * TILE_K
     return ceil_div(max(K, 1), k_per_split), k_per_split  # no empty slice at the end
@@ -142,7 +148,7 @@ def _int32(*values):
 
 
 def _check_fits(op, *sizes):
-    if max(sizes) > INT32_MAX:
+    if max(sizes) > INT32_MAX - MAX_BLOCK_THREADS:
         raise ValueError(f"{op}: an array of {max(sizes)} elements is too large for the kernels' "
                          "32-bit indices; use a smaller batch")
 

@@ -112,6 +112,12 @@ def check_args(kernel_name, params, args):
     if len(args) != len(params):
         names = ", ".join(name for _, name in params)
         raise TypeError(f"{kernel_name} takes {len(params)} arguments ({names}), got {len(args)}")
+    modules = {get_array_module(arg) for arg in args
+               if hasattr(arg, "flags") and not isinstance(arg, np.generic)}
+    if len(modules) > 1:  # a host pointer on a GPU (or the reverse) is a crash, or garbage
+        raise TypeError(f"{kernel_name}: the array arguments mix NumPy and CuPy arrays; a kernel "
+                        "runs on one device: move them with to_device() (NumPy arrays run under "
+                        "the emulator, CuPy arrays on the GPU)")
     for i, ((ctype, name), arg) in enumerate(zip(params, args)):
         if ctype not in PARAM_TYPES:
             raise TypeError(f"{kernel_name}: parameter {name} has type {ctype}, which launch() "
