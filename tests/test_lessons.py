@@ -24,8 +24,8 @@ def lesson_id(path):
     return path.stem + ("-slow" if path.stem[:2] in SLOW else "")
 
 
-def test_lessons_are_numbered_one_to_ten():
-    assert [int(p.name[:2]) for p in FILES] == list(range(1, 11))
+def test_lessons_are_numbered_one_to_eleven():
+    assert [int(p.name[:2]) for p in FILES] == list(range(1, 12))
 
 
 @pytest.mark.parametrize("path", FILES, ids=lesson_id)
