@@ -229,3 +229,18 @@ def test_bench_gpu_counts_a_resnet20_step():
     launches, syncs = map(int, match.groups())
     assert 56 + 19 + 18 <= launches <= LAUNCH_BUDGET  # at least our GEMMs, im2cols and col2ims
     assert syncs <= SYNC_BUDGET
+
+
+def test_gpu_check_script_parses_and_calls_what_exists():
+    """benchmarks/gpu_check.sh cannot run here (no GPU); check that bash accepts it and that
+    the options it passes exist."""
+    script = ROOT / "benchmarks" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    text = script.read_text()
+    train_help = subprocess.run([sys.executable, "-m", "minires", "train", "--help"],
+                                capture_output=True, text=True, timeout=120).stdout
+    for option in ("--model", "--device", "--iters", "--batch", "--data", "--out", "--no-progress"):
+        assert option in text and option in train_help, option
+    bench = (ROOT / "benchmarks" / "bench_gpu.py").read_text()
+    for option in ("--count", "--repeat", "--skip-naive"):
+        assert option in text and f'"{option}"' in bench, option
