@@ -66,14 +66,43 @@ def one_thread_on_a_small_machine():
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, **missing})
 
 
-def announce_first_compile():
-    """numba compiles minires's CPU kernels on their first call and keeps them on disk; say so
-    before the lesson seems to hang, when no compiled kernel is on disk yet."""
-    folder = Path(__file__).resolve().parent / "backends" / "numba"
+def uncompiled_kernels():
+    """The names of minires's numba kernels that have no compiled code on disk yet (numba keeps
+    a kernel's machine code in a .nbi/.nbc pair, in __pycache__ or under NUMBA_CACHE_DIR)."""
+    import importlib
+    import pkgutil
+
+    from numba.core.caching import NullCache
+    from numba.core.registry import CPUDispatcher
+
+    from .backends import numba as numba_backend
+
+    folder = Path(numba_backend.__file__).parent
     cache = Path(os.environ.get("NUMBA_CACHE_DIR", folder / "__pycache__"))
-    if not any(cache.rglob("*.nbi")):
-        print("minires's numba kernels are not compiled yet: the first lesson that uses them "
-              "compiles them, once (about 30 s on 2 cores)", flush=True)
+    on_disk = {path.name.split(".py")[0] for path in cache.rglob("*.nbi")}
+    missing = []
+    for module_info in pkgutil.iter_modules([str(folder)]):
+        if module_info.name.endswith("_naive"):
+            continue  # version 1 of a kernel: for tests and benchmarks, no lesson calls it
+        module = importlib.import_module(f"{numba_backend.__name__}.{module_info.name}")
+        for kernel in vars(module).values():
+            if (isinstance(kernel, CPUDispatcher) and kernel.__module__ == module.__name__
+                    and not isinstance(kernel._cache, NullCache)):  # inlined ones: no cache
+                code = kernel.py_func
+                name = f"{module_info.name}.{code.__qualname__}-{code.__code__.co_firstlineno}"
+                if name not in on_disk:
+                    missing.append(name)
+    return missing
+
+
+def announce_first_compile():
+    """numba compiles a kernel on its first call and keeps it on disk; say so before a lesson
+    seems to hang, while some of minires's kernels have never been compiled here."""
+    missing = uncompiled_kernels()
+    if missing:
+        print(f"{len(missing)} of minires's numba kernels are not compiled yet: a lesson that "
+              "uses them compiles them on first use, once (up to about 30 s on 2 cores)",
+              flush=True)
 
 
 def save(fig, path):
