@@ -36,7 +36,7 @@ import numpy as np
 
 import minires
 import minires.functional as F
-from minires import Function, lesson
+from minires import lesson
 
 parser = lesson.parser("Lesson 2: checking gradients",
                        full_help="(nothing more to run in this lesson)")
@@ -181,33 +181,22 @@ except TypeError as e:
 #
 # Batch normalisation (lesson 5 derives it properly) normalises each channel with the batch's
 # own mean and variance: $\hat x = (x - \mu)/\sigma$, $y = \gamma \hat x + \beta$. Because $\mu$
-# and $\sigma$ depend on every $x$ of the channel, the gradient has three terms:
+# and $\sigma$ depend on every $x$ of the channel, a change of one $x$ reaches the loss along
+# three paths: directly, through the mean, and through the variance. Deriving the backward by
+# hand (lesson 5's exercise), the classic slip is to forget one of them.
 #
-# $$\frac{\partial L}{\partial x} = \frac{\gamma}{m\sigma}\Big(m\,g - \sum g
-#     - \hat x \sum g\,\hat x\Big), \qquad g = \frac{\partial L}{\partial y}.$$
-#
-# Here is a version whose backward forgets the last term (the path through the variance),
-# a classic slip when deriving it by hand.
+# We can make that slip without writing a backward at all: build batchnorm from minires's
+# operations, but compute the variance under `no_grad()`, so that autograd treats it as a
+# constant. The result is a batchnorm whose gradient lacks the path through the variance.
 
 # %%
-class BrokenBatchNorm(Function):
-    """Training-mode batchnorm over axis 0 of (N, C), with the variance term missing in dx."""
-
-    def forward(self, x, gamma, beta):
-        self.mean = x.mean(axis=0)
-        self.std = np.sqrt(x.var(axis=0) + 1e-5)
-        self.x_hat = (x - self.mean) / self.std
-        self.gamma = gamma
-        return gamma * self.x_hat + beta
-
-    def backward(self, dy):
-        m = dy.shape[0]
-        dx = self.gamma / (m * self.std) * (m * dy - dy.sum(axis=0))  # no "- x_hat * sum(...)"
-        return dx, (dy * self.x_hat).sum(axis=0), dy.sum(axis=0)
-
-
 def broken_bn(x, gamma, beta):
-    return BrokenBatchNorm()(x, gamma, beta)
+    """Training-mode batchnorm over axis 0 of (N, C) whose gradient forgets that the variance
+    depends on x: autograd sees the variance as a constant."""
+    mean = x.mean(axis=0, keepdims=True)
+    with minires.no_grad():  # the slip: no graph, so no gradient, through the variance
+        var = ((x - mean) ** 2).mean(axis=0, keepdims=True)
+    return gamma * ((x - mean) * (var + 1e-5) ** -0.5) + beta
 
 
 def inputs():
@@ -239,13 +228,13 @@ print(f"plain sum: largest |analytic dL/dx| = {np.abs(xs[0].grad).max():.1e}, "
 assert np.abs(xs[0].grad).max() < 1e-12 and np.abs(plain_numeric).max() < 1e-8
 
 # %% [markdown]
-# They agree, so an element-by-element comparison passes the broken backward. Why? Under
-# $L = \sum y$, $g = 1$ everywhere, and $\sum g\,\hat x = \sum \hat x = 0$ because $\hat x$
-# has mean zero by construction: the missing term is multiplied by zero. Worse, the whole true
-# $\partial L/\partial x$ is zero (shifting or scaling a channel's inputs does not change its
-# normalised outputs), so the comparison was zero against zero, and checked nothing. (So is
-# $\partial L/\partial \gamma = \sum \hat x = 0$; only $\partial L/\partial \beta = m$ is
-# not.)
+# They agree, so an element-by-element comparison passes the broken backward. Why? Under $L = \sum
+# y$ the upstream gradient is the same number $g$ everywhere, and the missing path would carry it
+# through the variance as $g \sum \hat x$, where $\sum \hat x = 0$ because $\hat x$ has mean zero by
+# construction: the missing term is multiplied by zero. Worse, the whole true $\partial L/\partial
+# x$ is zero (shifting or scaling a channel's inputs does not change its normalised outputs), so the
+# comparison was zero against zero, and checked nothing. (So is $\partial L/\partial \gamma = \sum
+# \hat x = 0$; only $\partial L/\partial \beta = m$ is not.)
 #
 # `minires.gradcheck` looks at each input on its own: an input whose numeric and analytic
 # gradients are both ~0 everywhere is a **vacuous** check, and it says so, even though beta's
