@@ -225,21 +225,23 @@ final = {name: float(c["loss"][-max(len(c["loss"]) // 3, 1):].mean())
          for name, c in curves.items()}
 for name, value in final.items():
     print(f"{name:<9} mean training loss over the last third: {value:.3f}")
-print(f"plain-56 minus plain-20:  {final['plain56'] - final['plain20']:+.3f}  (degradation)")
+print(f"plain-56 minus plain-20:  {final['plain56'] - final['plain20']:+.3f}  "
+      "(degradation, if it lasts)")
 print(f"ResNet-56 minus plain-56: {final['resnet56'] - final['plain56']:+.3f}")
 
 # %% [markdown]
 # In quick mode, with the default seed, plain-56 has barely left the loss of a uniform guess
 # ($\log 10 = 2.30$) after 100 iterations while plain-20 is well below it: the deeper plain
-# network is the one that trains worse, the degradation problem, visible from the first
-# iterations. Both ResNets are ahead of both plain networks. Whether ResNet-56 is already
-# ahead of ResNet-20 depends on the seed this early (try `--seed 1`); in the paper it is from
-# a few thousand iterations on. What quick mode cannot show is the end of the story: that the
-# gap between the plain networks *persists* after the learning rate drops, while training error
-# keeps falling. That needs `--full`.
+# network is the one that trains worse in these first iterations. On its own that is not yet the
+# degradation problem: a deeper network might only start slower and catch up later, and 100
+# iterations cannot tell the two apart. Both ResNets are ahead of both plain networks. Whether
+# ResNet-56 is already ahead of ResNet-20 depends on the seed this early (try `--seed 1`); in the
+# paper it is from a few thousand iterations on. What quick mode cannot show is the evidence that
+# makes it degradation: that the gap between the plain networks *persists* to the end of training,
+# after the learning rate drops, while both training errors keep falling. That needs `--full`.
 
 # %%
-assert final["plain56"] > final["plain20"]  # the deeper plain network trains worse
+assert final["plain56"] > final["plain20"]  # the deeper plain network trains worse, so far
 assert final["resnet56"] < final["plain56"]  # the shortcuts fix it
 if args.full:
     last = {name: c["train_error"][-1] for name, c in curves.items()}
@@ -248,8 +250,8 @@ if args.full:
 # %% [markdown]
 # ## Why?
 #
-# Lesson 7 measured the gradients at initialisation: in plain-56 they grow about a
-# thousandfold from the last layer to the first, so one learning rate is far too large for
+# Lesson 7 measured the gradients at initialisation: in plain-56 they grow several
+# hundredfold from the last layer to the first, so one learning rate is far too large for
 # the first layers or far too small for the last; ResNet-56's stay level. The paper leaves the
 # exact cause open ("deep plain nets may have exponentially low convergence rates"); later
 # work tied it to how batchnorm and depth interact in plain networks and to the shortcuts
