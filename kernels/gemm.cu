@@ -49,9 +49,16 @@
    C is tiny (16 x 144 in ResNet-20's first stage: 3 blocks for 132 SMs) while K = N*H_out*W_out
    is 131072 at batch 128.
 
+   Images: conv2d's channel-major matrices, (C, N*H*W) with column (n, p), are stored by the
+   network as NCHW images, (N, C, H*W). With a_hw > 0 (b_hw, c_hw likewise) op(A) is read as such
+   a matrix in place, element (r, c) at ((c / a_hw) * R + r) * a_hw + c % a_hw, and C is written
+   so: the forward output lands in NCHW and dy is read in NCHW, with no transposing copies
+   (a copy each way per convolution: 38 of a ResNet-20 step's launches). 0: plain row-major.
+   Neighbouring columns stay neighbours within an image, so reads and writes stay coalesced.
+
    Launch: block (256), grid (ceil(N / 64), ceil(M / 64), splits), no dynamic shared memory.
    Resources (ptxas -v): 2 * 16 * 65 floats = 8320 bytes of static shared memory; 48 registers
-   on sm_90 (63 on sm_80, 64 on sm_75), 0 bytes spilled. At 48 registers x 256 threads an SM
+   on sm_80 and sm_90 (64 on sm_75), 0 bytes spilled. At 48 registers x 256 threads an SM
    holds 5 blocks (register file: 64K), 40 warps of its 64: enough to hide the latencies.
    On paper: per step of k a warp issues 8 shared loads (4 of As, 4 of Bs) for 16 FMAs. An SM
    serves one conflict-free shared load instruction per clock but four FMA instructions, so the
@@ -73,6 +80,19 @@ __device__ __forceinline__ float op_at(const float* __restrict__ X, int r, int c
                                        int trans)
 {
     return trans ? X[c * R + r] : X[r * C + c];
+}
+
+// Where element (r, c) of an R x C matrix lies: row-major, or as images (C / hw, R, hw).
+__device__ __forceinline__ int matrix_index(int r, int c, int R, int C, int hw)
+{
+    return hw > 0 ? ((c / hw) * R + r) * hw + c % hw : r * C + c;
+}
+
+// op_at for gemm_tiled: op(X) may be held as images (hw > 0; never transposed then).
+__device__ __forceinline__ float tile_at(const float* __restrict__ X, int r, int c, int R, int C,
+                                         int trans, int hw)
+{
+    return trans ? X[c * R + r] : X[matrix_index(r, c, R, C, hw)];
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -107,7 +127,8 @@ constexpr int THREADS = (BM / TM) * (BN / TN);     // 256 threads per block
 
 extern "C" __global__ void __launch_bounds__(THREADS)
 gemm_tiled(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
-           int M, int N, int K, int trans_a, int trans_b, int k_per_split)
+           int M, int N, int K, int trans_a, int trans_b, int k_per_split, int a_hw, int b_hw,
+           int c_hw)
 {
     __shared__ float As[BK][BM + 1];  // As[k][m] = op(A)[m0 + m][k0 + k]; +1: fewer bank conflicts
     __shared__ float Bs[BK][BN + 1];  // Bs[k][n] = op(B)[k0 + k][n0 + n]
@@ -134,13 +155,13 @@ gemm_tiled(const float* __restrict__ A, const float* __restrict__ B, float* __re
             const int m = trans_a ? e % BM : e / BK;  // A (K, M): along m; A (M, K): along k
             const int k = trans_a ? e / BM : e % BK;
             const bool inside = m0 + m < M && k0 + k < k_end;
-            As[k][m] = inside ? op_at(A, m0 + m, k0 + k, M, K, trans_a) : 0.0f;
+            As[k][m] = inside ? tile_at(A, m0 + m, k0 + k, M, K, trans_a, a_hw) : 0.0f;
         }
         for (int e = threadIdx.x; e < BK * BN; e += THREADS) {
             const int k = trans_b ? e % BK : e / BN;  // B (N, K): along k; B (K, N): along n
             const int n = trans_b ? e / BK : e % BN;
             const bool inside = k0 + k < k_end && n0 + n < N;
-            Bs[k][n] = inside ? op_at(B, k0 + k, n0 + n, K, N, trans_b) : 0.0f;
+            Bs[k][n] = inside ? tile_at(B, k0 + k, n0 + n, K, N, trans_b, b_hw) : 0.0f;
         }
         __syncthreads();  // the tiles are complete before anyone reads them
 
@@ -174,7 +195,7 @@ gemm_tiled(const float* __restrict__ A, const float* __restrict__ B, float* __re
             const int m = m0 + ty + i * (BM / TM);
             const int n = n0 + tx + j * (BN / TN);
             if (m < M && n < N) {
-                C_slice[m * N + n] = acc[i][j];
+                C_slice[matrix_index(m, n, M, N, c_hw)] = acc[i][j];
             }
         }
     }

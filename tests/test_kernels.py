@@ -361,3 +361,22 @@ def test_launch_refuses_host_and_device_arrays_together(monkeypatch):
     with pytest.raises(TypeError, match="mix NumPy and CuPy"):
         launch.check_args("relu_forward", params, (x.view(DeviceArray), x, np.int32(4)))
     launch.check_args("relu_forward", params, (x, x.copy(), np.int32(4)))  # all on one device
+
+
+@pytest.mark.parametrize("N, C, hw, K", [(3, 5, 7, 9), (2, 16, 300, 27), (1, 70, 65, 40)])
+def test_gemm_reads_and_writes_nchw_images_in_place(N, C, hw, K):
+    """conv2d's three products with the channel-major operand kept as (N, C, H*W) images,
+    against the same products after the reference's transposing copies; (2, 16, 300, 27)
+    splits K in the weight gradient."""
+    images = random(N, C, hw)  # dy, or y: (N, C, HW)
+    matrix = images.transpose(1, 0, 2).reshape(C, N * hw)  # (C, N*HW), as reference.py copies it
+    w, cols = random(C, K, seed=1), random(K, N * hw, seed=2)
+    y = gpu.gemm_images(w, cols, c_hw=hw)  # forward: written as images
+    np.testing.assert_allclose(y, (w @ cols).reshape(C, N, hw).transpose(1, 0, 2),
+                               rtol=1e-4, atol=1e-4)
+    dw = gpu.gemm_images(images, cols, trans_b=True, a_hw=hw)  # weight gradient
+    np.testing.assert_allclose(dw, matrix @ cols.T, rtol=1e-4, atol=1e-3)
+    dcols = gpu.gemm_images(w, images, trans_a=True, b_hw=hw)  # input gradient
+    np.testing.assert_allclose(dcols, w.T @ matrix, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="gemm_images"):
+        gpu.gemm_images(images, cols, trans_a=True, a_hw=hw)

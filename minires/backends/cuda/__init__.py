@@ -15,6 +15,7 @@ gradient checks) takes the reference's code everywhere: the kernels compute in f
 
 import numpy as np
 
+from .. import conv_output_size
 from ..reference import Reference
 from . import elementwise, gpu, normalization
 
@@ -31,6 +32,37 @@ class CUDA(Reference):
     gemm = staticmethod(gpu.gemm)
     sgd_step = staticmethod(elementwise.sgd_step)  # optim.SGD's one-launch step
 
+    # -- convolution: the reference's GEMMs, reading and writing NCHW images in place ------------
+    def conv2d_forward(self, x, w, b, stride, padding):
+        """y = w2 @ im2col(x), written by the GEMM straight into (N, C_out, H_out, W_out)."""
+        if not _float32(x, w, b) or gpu.get_gemm() != "tiled":
+            return super().conv2d_forward(x, w, b, stride, padding)
+        N, _, H, W = x.shape
+        C_out, _, KH, KW = w.shape
+        H_out = conv_output_size(H, KH, stride[0], padding[0])
+        W_out = conv_output_size(W, KW, stride[1], padding[1])
+        cols = self.im2col(x, KH, KW, stride, padding)  # (C_in*KH*KW, N*H_out*W_out)
+        y = gpu.gemm_images(w.reshape(C_out, -1), cols, c_hw=H_out * W_out)  # (N, C_out, HW)
+        if b is not None:
+            y += b[:, None]
+        return y.reshape(N, C_out, H_out, W_out), (cols, w, x.shape)
+
+    def conv2d_backward(self, dy, saved, stride, padding, input_grad=True, bias_grad=True):
+        """dw = dy2 @ cols^T and dcols = w2^T @ dy2, dy2 read in place from NCHW dy."""
+        cols, w, x_shape = saved
+        if not _float32(dy, cols) or gpu.get_gemm() != "tiled":
+            return super().conv2d_backward(dy, saved, stride, padding, input_grad, bias_grad)
+        C_out, _, KH, KW = w.shape
+        hw = dy.shape[2] * dy.shape[3]  # H_out * W_out
+        dw = gpu.gemm_images(dy, cols, trans_b=True, a_hw=hw).reshape(w.shape)
+        dx = None
+        if input_grad:
+            dcols = gpu.gemm_images(w.reshape(C_out, -1), dy, trans_a=True, b_hw=hw)  # like cols
+            dx = self.col2im(dcols, x_shape, KH, KW, stride, padding)
+        db = dy.sum(axis=(0, 2, 3)) if bias_grad else None
+        return dx, dw, db
+
+    # -- batch normalisation and ReLU: kernels/batch_norm.cu and relu.cu --------------------------
     def batch_norm_forward(self, x, gamma, beta, running_mean, running_var, training, momentum,
                            eps):
         if not _float32(x, gamma, beta, running_mean, running_var):

@@ -18,7 +18,7 @@ from ..devices import get_array_module
 from ..reference import conv_output_size
 from .launch import ceil_div, launch
 
-__all__ = ["col2im", "conv_output_size", "gemm", "get_gemm", "im2col", "set_gemm"]
+__all__ = ["col2im", "conv_output_size", "gemm", "gemm_images", "get_gemm", "im2col", "set_gemm"]
 
 THREADS = 256  # threads per block of the one-thread-per-element kernels (im2col, col2im)
 NAIVE_BLOCK = (32, 8)  # gemm_naive: 32 columns x 8 rows of C per block
@@ -103,19 +103,43 @@ def gemm(a, b, trans_a=False, trans_b=False):
     if a.dtype == np.float64 or _gemm_kind == "cublas":
         # `@`: cupy.matmul, i.e. cuBLAS, on CuPy arrays
         return reference.gemm(a, b, trans_a, trans_b)
-    if M == 0 or N == 0:
-        return _empty(a, (M, N))  # nothing to compute, and no tiles to split K over
     if _gemm_kind == "naive":
         c = _empty(a, (M, N))
         _check_fits("gemm", a.size, b.size, c.size)
         launch("gemm_naive", grid=(ceil_div(N, NAIVE_BLOCK[0]), ceil_div(M, NAIVE_BLOCK[1])),
                block=NAIVE_BLOCK, args=(a, b, c, *_int32(M, N, K, trans_a, trans_b)))
         return c
+    return _gemm_tiled(a, b, M, N, K, trans_a, trans_b)
+
+
+def gemm_images(a, b, trans_a=False, trans_b=False, a_hw=0, b_hw=0, c_hw=0):
+    """gemm, with conv2d's channel-major matrices held as NCHW images and never transposed:
+    a_hw > 0 reads op(a), the (C, N*a_hw) matrix of an (N, C, H, W) array a (H*W = a_hw), in
+    place; b_hw likewise; c_hw > 0 writes the result as images (N, M, c_hw). Our tiled kernel
+    only: callers check get_gemm() == "tiled" and float32 first."""
+    a, b = _kernel_input("gemm", a), _kernel_input("gemm", b)
+    M, K = (a.shape[1], a.size // max(a.shape[1], 1)) if a_hw else (
+        a.shape[::-1] if trans_a else a.shape)
+    K_b, N = (b.shape[1], b.size // max(b.shape[1], 1)) if b_hw else (
+        b.shape[::-1] if trans_b else b.shape)
+    if K != K_b or (a_hw and trans_a) or (b_hw and trans_b) or (c_hw and N % c_hw):
+        raise ValueError(f"gemm_images: cannot multiply a {a.shape} (trans_a={trans_a}, "
+                         f"a_hw={a_hw}) by b {b.shape} (trans_b={trans_b}, b_hw={b_hw}) into "
+                         f"images of {c_hw} pixels")
+    c = _gemm_tiled(a, b, M, N, K, trans_a, trans_b, a_hw, b_hw, c_hw)
+    return c.reshape(N // c_hw, M, c_hw) if c_hw else c  # (N, C_out, H_out*W_out)
+
+
+def _gemm_tiled(a, b, M, N, K, trans_a, trans_b, a_hw=0, b_hw=0, c_hw=0):
+    """Launch gemm_tiled on contiguous float32 a, b: C (M, N), in c_hw's layout."""
+    if M == 0 or N == 0:
+        return _empty(a, (M, N))  # nothing to compute, and no tiles to split K over
     splits, k_per_split = split_k(M, N, K)
-    c = _empty(a, (splits, M, N))  # one partial product per slice of K
+    c = _empty(a, (splits, M, N))  # one partial product per slice of K (each as images if c_hw)
     _check_fits("gemm", a.size, b.size, c.size)
     launch("gemm_tiled", grid=(ceil_div(N, TILE_N), ceil_div(M, TILE_M), splits),
-           block=(TILED_THREADS,), args=(a, b, c, *_int32(M, N, K, trans_a, trans_b, k_per_split)))
+           block=(TILED_THREADS,),
+           args=(a, b, c, *_int32(M, N, K, trans_a, trans_b, k_per_split, a_hw, b_hw, c_hw)))
     return c[0] if splits == 1 else c.sum(axis=0)
 
 
