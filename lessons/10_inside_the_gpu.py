@@ -59,9 +59,11 @@ args, OUT = lesson.parse(parser)
 #
 # Every backend has the same kernels with the same signatures: `reference` (NumPy, the
 # specification: `backends/reference.py`), `numba` (compiled CPU kernels, the default for NumPy
-# arrays) and `cuda` (always, for CuPy arrays). The CUDA backend is the reference with three
-# functions swapped: `im2col`, `col2im` and `gemm` become our CUDA kernels (`backends/cuda/`),
-# so its `conv2d_forward` is the reference's column code running on them.
+# arrays) and `cuda` (always, for CuPy arrays). The CUDA backend is a subclass of the reference
+# that swaps in our CUDA kernels where the work is (`backends/cuda/`): `im2col`, `col2im` and
+# `gemm`, so that its `conv2d_forward` is the reference's column algorithm running on them
+# (with the GEMM writing straight into the (N, C, H, W) output), and batchnorm, ReLU and the
+# SGD step. What is left, such as pooling, is the reference's own code.
 # `backends.using("cuda")` sends NumPy arrays there too, and the kernels run in the emulator.
 
 # %%
@@ -72,9 +74,11 @@ with backends.using("cuda"):
     assert backends.get_backend(x).name == "cuda"
 cuda = backends.backend("cuda")
 print("the CUDA backend's im2col:", cuda.im2col.__module__, "; its conv2d_forward:",
-      type(cuda).conv2d_forward.__qualname__)
+      type(cuda).conv2d_forward.__qualname__, "; its max_pool2d_forward:",
+      type(cuda).max_pool2d_forward.__qualname__)
+assert isinstance(cuda, reference.Reference)
 assert cuda.im2col.__module__ == "minires.backends.cuda.gpu"
-assert type(cuda).conv2d_forward is reference.Reference.conv2d_forward
+assert type(cuda).max_pool2d_forward is reference.Reference.max_pool2d_forward
 print("a real GPU here:", minires.gpu_available())
 assert backends.get_backend(x).name == "numba"
 
