@@ -12,9 +12,11 @@ CUDA for the PyTorch columns. Three parts, each printed as times and a ratio (>1
 
 `--count` needs no GPU: it runs one ResNet-20 training step on the CPU under the CUDA emulator
 and prints the kernel launches and device-to-host syncs the step would cost on CuPy
-(minires/backends/cuda/counting.py says what counts). The count does not depend on the batch
-from batch 4 up (below that, split-K leaves some weight gradients unsplit), so it runs at batch
-4 unless --batch says otherwise:
+(minires/backends/cuda/counting.py says what counts). The emulator is far too slow for batch
+128, so it runs at batch 4 unless --batch says otherwise. The count depends on the batch only
+through split-K (gpu.split_k, from each GEMM's shape), which sums its slices with one more
+launch: at batch 4 to 64, 30 GEMMs of a ResNet-20 step split K; at batch 128, 25 (stage 2's
+forward GEMMs have tiles enough), so batch 128 costs 5 launches fewer than batch 4:
 
     python benchmarks/bench_gpu.py --count [--batch 4] [--by-name]
 """
@@ -41,6 +43,9 @@ def main():
     if args.count:
         count = count_training_step(args.batch or 4)
         print(f"launches per step: {count.launches}, syncs per step: {count.syncs}")
+        # CuPy spends 5-20 us of Python and driver time per launch, whatever the kernel does.
+        low, high = count.launches * 5e-3, count.launches * 20e-3
+        print(f"  launch overhead alone, at 5-20 us per launch: {low:.1f}-{high:.1f} ms per step")
         if args.by_name:
             for name, n in count.by_name.most_common():
                 print(f"  {n:5d}  {name}")

@@ -173,7 +173,9 @@ def test_wheel_ships_the_kernels_and_the_emulator(tmp_path):
     assert built.returncode == 0, f"pip wheel failed:\n{built.stdout[-2000:]}{built.stderr[-3000:]}"
     (wheel,) = (project / "dist").glob("minires-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for kernel in ("im2col.cu", "col2im.cu", "gemm.cu", "emu/cuda_emu.h", "emu/emu_runtime.cpp"):
+    from minires.backends.cuda.launch import KERNEL_FILES
+
+    for kernel in {*KERNEL_FILES.values(), "emu/cuda_emu.h", "emu/emu_runtime.cpp"}:
         assert f"minires/kernels/{kernel}" in names, kernel
 
     site = tmp_path / "site"
@@ -244,3 +246,19 @@ def test_gpu_check_script_parses_and_calls_what_exists():
     bench = (ROOT / "benchmarks" / "bench_gpu.py").read_text()
     for option in ("--count", "--repeat", "--skip-naive"):
         assert option in text and f'"{option}"' in bench, option
+
+
+def test_the_count_at_batch_4_and_at_batch_128_differ_only_by_split_k():
+    """bench_gpu.py --count runs at batch 4 and says batch 128 costs 5 launches fewer: the GEMMs
+    that split K (one more launch each, to sum the slices) number 30 and 25."""
+    # ResNet-20's 3x3 convolutions: (C_in, C_out, H_out)
+    convs = ([(3, 16, 32)] + [(16, 16, 32)] * 6 + [(16, 32, 16)] + [(32, 32, 16)] * 5
+             + [(32, 64, 8)] + [(64, 64, 8)] * 5)
+
+    def splitting(batch):
+        forward = sum(gpu.split_k(co, batch * h * h, ci * 9)[0] > 1 for ci, co, h in convs)
+        weight = sum(gpu.split_k(co, ci * 9, batch * h * h)[0] > 1 for ci, co, h in convs)
+        data = sum(gpu.split_k(ci * 9, batch * h * h, co)[0] > 1 for ci, co, h in convs[1:])
+        return forward + weight + data
+
+    assert (splitting(4), splitting(128)) == (30, 25)
