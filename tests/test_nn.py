@@ -230,3 +230,10 @@ def test_forward_hook_sees_output_and_can_be_removed():
     handle.remove()
     relu(images())
     assert seen == [(4, 3, 6, 6)]
+
+
+def test_pooling_layers_default_their_stride_to_the_kernel_size():
+    pool = nn.MaxPool2d(2)
+    assert repr(pool) == "MaxPool2d(kernel_size=2, stride=2, padding=0)"
+    x = np.arange(2 * 1 * 4 * 6, dtype=np.float64).reshape(2, 1, 4, 6)
+    assert pool(x).shape == (2, 1, 2, 3) and nn.AvgPool2d((2, 3))(x).shape == (2, 1, 2, 2)

@@ -86,9 +86,13 @@ class ReLU(Module):
 
 
 class MaxPool2d(Module):
+    """Max pooling over kernel_size windows; stride defaults to kernel_size (windows side by
+    side), as in PyTorch, and the repr shows the stride it uses."""
+
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.kernel_size, self.padding = kernel_size, padding
+        self.stride = kernel_size if stride is None else stride
 
     def forward(self, x):
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
