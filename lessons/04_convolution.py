@@ -329,12 +329,72 @@ assert len(im2col_calls) == 7  # ResNet-8: the first conv, then 3 blocks of 2 co
 assert np.allclose(logits_reference, logits_numba, atol=1e-4)
 
 # %% [markdown]
+# ## 7. Fewer multiplies: Winograd's F(2, 3)
+#
+# A GEMM does one multiply per (output, tap, channel): 9 per output per channel pair for a 3x3
+# filter. Winograd's minimal filtering does fewer. In one dimension, two outputs of a 3-tap
+# filter $g$ over inputs $d_0..d_3$ are $y_0 = d_0 g_0 + d_1 g_1 + d_2 g_2$ and
+# $y_1 = d_1 g_0 + d_2 g_1 + d_3 g_2$: 6 multiplies. Instead compute four products
+#
+# $m_1 = (d_0 - d_2)\,g_0,\quad m_2 = (d_1 + d_2)\,\tfrac{g_0 + g_1 + g_2}{2},\quad
+# m_3 = (d_2 - d_1)\,\tfrac{g_0 - g_1 + g_2}{2},\quad m_4 = (d_1 - d_3)\,g_2$
+#
+# and then $y_0 = m_1 + m_2 + m_3$ and $y_1 = m_2 - m_3 - m_4$. Expand them to check: every
+# unwanted term cancels. The filter's combinations are computed once per filter, not per
+# output, so 4 multiplies remain. In matrix form, $y = A^T[(G g) \odot (B^T d)]$.
+
+# %%
+from minires.backends.reference import (  # noqa: E402
+    WINOGRAD_A_T,
+    WINOGRAD_B_T,
+    WINOGRAD_G,
+    winograd_conv2d,
+)
+
+d, g = rng.standard_normal(4), rng.standard_normal(3)
+m1, m4 = (d[0] - d[2]) * g[0], (d[1] - d[3]) * g[2]
+m2, m3 = (d[1] + d[2]) * (g[0] + g[1] + g[2]) / 2, (d[2] - d[1]) * (g[0] - g[1] + g[2]) / 2
+direct = np.array([d[0:3] @ g, d[1:4] @ g])
+print("direct:", direct, " four products:", np.array([m1 + m2 + m3, m2 - m3 - m4]))
+assert np.allclose([m1 + m2 + m3, m2 - m3 - m4], direct)
+assert np.allclose(WINOGRAD_A_T @ ((WINOGRAD_G @ g) * (WINOGRAD_B_T @ d)), direct)
+
+# %% [markdown]
+# Nested in two dimensions, F(2x2, 3x3) takes a 4x4 tile of the input to a 2x2 tile of the
+# output with $4 \times 4 = 16$ multiplies instead of $4 \times 9 = 36$: 2.25x fewer. Summed
+# over input channels inside the transformed domain, those 16 products become 16 GEMMs, one per
+# position of the tile (`winograd_conv2d` in `backends/reference.py`). It must give the same
+# convolution as im2col + GEMM, here on an odd-sized image that leaves partial tiles:
+
+# %%
+x_w = rng.standard_normal((2, 5, 9, 7))
+w_w = rng.standard_normal((4, 5, 3, 3))
+y_winograd = winograd_conv2d(x_w, w_w, (1, 1))
+y_gemm = F.conv2d(minires.tensor(x_w), minires.tensor(w_w), padding=1).numpy()
+print(f"largest difference from im2col + GEMM: {np.abs(y_winograd - y_gemm).max():.1e}")
+assert np.allclose(y_winograd, y_gemm, atol=1e-10)
+
+
+def multiplies(H, W, C_in, C_out):
+    """Per image, padding 1: direct 9 per output and input channel; Winograd 16 per 2x2 tile
+    (a partial tile at an odd edge costs a whole one)."""
+    return H * W * C_out * C_in * 9, -(-H // 2) * -(-W // 2) * C_out * C_in * 16
+
+
+for H, W in [(9, 7), (32, 32)]:
+    direct_count, winograd_count = multiplies(H, W, 5, 4)
+    print(f"{H}x{W} image: {direct_count:,} multiplies direct, {winograd_count:,} Winograd "
+          f"({direct_count / winograd_count:.2f}x fewer)")
+assert multiplies(32, 32, 16, 16)[0] / multiplies(32, 32, 16, 16)[1] == 2.25
+
+# %% [markdown]
 # ## What we have
 #
 # - A convolution is a dot product of a filter with every window of the input.
 # - im2col turns all the windows into one matrix, so the layer is one GEMM; it costs memory.
 # - The backward pass is two more GEMMs, and col2im, the adjoint of im2col, sums the gradient of
 #   every copy of a pixel back onto it.
+# - Winograd's F(2x2, 3x3) computes the same 3x3 convolution with 2.25x fewer multiplies.
 # - This NumPy code is the reference backend; `backends.using("reference")` runs it inside any
 #   model, and the numba and CUDA backends are tested against it.
 # - Lesson 10 reads the CUDA versions of im2col, col2im and the GEMM beside this NumPy code.

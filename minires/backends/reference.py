@@ -203,3 +203,39 @@ class Reference:
     def relu_backward(self, dy, y):
         """dx = dy where y > 0 (exactly where x > 0), else 0."""
         return dy * (y > 0)
+
+
+# -- Winograd's minimal filtering, F(2x2, 3x3) (Lavin & Gray 2015; lesson 4) --------------------
+# A 1-D convolution of 4 inputs d with 3 taps g gives 2 outputs; done directly that is 6
+# multiplies, done as y = A^T [(G g) * (B^T d)] it is 4 (the elementwise product). Nested in 2-D,
+# a 2x2 output tile from a 4x4 input tile costs 16 multiplies instead of 36: 2.25x fewer. The
+# transforms only add and halve, and the channels sum inside the elementwise product, which so
+# becomes 16 matrix products, one per position of the 4x4 tile.
+WINOGRAD_B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
+WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
+WINOGRAD_A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
+
+
+def winograd_conv2d(x, w, padding):
+    """What conv2d_forward computes for a 3x3 kernel with stride 1 (no bias), by F(2x2, 3x3):
+    y[tile] = A^T [sum over c of (G w[co, c] G^T) * (B^T x_tile[c] B)] A, tile by tile."""
+    N, C, H, W = x.shape
+    C_out = w.shape[0]
+    (ph, pw), dtype = padding, x.dtype
+    H_out, W_out = conv_output_size(H, 3, 1, ph), conv_output_size(W, 3, 1, pw)
+    tiles_h, tiles_w = -(-H_out // 2), -(-W_out // 2)  # 2x2 output tiles, the last ones partial
+    # Zeros below and right too, so that every 4x4 input tile lies inside the padded image.
+    x_pad = np.pad(x, ((0, 0), (0, 0), (ph, 2 * tiles_h + 2 - H - ph),
+                       (pw, 2 * tiles_w + 2 - W - pw)))
+    windows = np.lib.stride_tricks.sliding_window_view(x_pad, (4, 4), axis=(2, 3))
+    tiles = windows[:, :, ::2, ::2]  # (N, C, tiles_h, tiles_w, 4, 4): overlapping by 2
+    B_T, G, A_T = (m.astype(dtype) for m in (WINOGRAD_B_T, WINOGRAD_G, WINOGRAD_A_T))
+    V = B_T @ tiles @ B_T.T  # the input transform, (N, C, tiles_h, tiles_w, 4, 4)
+    U = G @ w @ G.T  # the filter transform, (C_out, C, 4, 4)
+    # One GEMM per tile position (a, b): M[a, b] = U[a, b] @ V[a, b] sums over the channels.
+    U = U.transpose(2, 3, 0, 1)  # (4, 4, C_out, C)
+    V = V.transpose(4, 5, 1, 0, 2, 3).reshape(4, 4, C, -1)  # (4, 4, C, N*tiles_h*tiles_w)
+    M = (U @ V).reshape(4, 4, C_out, N, tiles_h, tiles_w).transpose(3, 2, 4, 5, 0, 1)
+    Y = A_T @ M @ A_T.T  # the output transform, (N, C_out, tiles_h, tiles_w, 2, 2)
+    y = Y.transpose(0, 1, 2, 4, 3, 5).reshape(N, C_out, 2 * tiles_h, 2 * tiles_w)
+    return np.ascontiguousarray(y[:, :, :H_out, :W_out])
