@@ -58,55 +58,20 @@ args, OUT = lesson.parse(parser)
 # %% [markdown]
 # ## 1. The pre-activation block and network
 #
-# The same pieces as `models.BasicBlock`, in another order. Where a stage changes the shape, the
-# shortcut is lesson 7's option A (subsample, pad with zero channels). The network starts with
-# one convolution and, since every block now ends with a convolution, finishes with a last
-# batchnorm and ReLU before the pooling.
+# The same pieces as `models.BasicBlock`, in another order (`models.PreActBlock`). Where a
+# stage changes the shape, the shortcut is lesson 7's option A (subsample, pad with zero
+# channels). The network, `models.preact_resnet(depth)` (the CLI trains it as
+# `--model preact_resnet56`), starts with one convolution and, since every block now ends with
+# a convolution, finishes with a last batchnorm and ReLU before the pooling.
 
 # %%
-class PreActBlock(nn.Module):
-    """x + conv2(relu(bn2(conv1(relu(bn1(x)))))): nothing on the shortcut but the addition."""
+import inspect  # noqa: E402
 
-    def __init__(self, in_channels, out_channels, stride=1):
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1,
-                               bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
-        self.shortcut = models.make_shortcut("A", in_channels, out_channels, stride)
-
-    def forward(self, x):
-        out = self.conv1(F.relu(self.bn1(x)))
-        out = self.conv2(F.relu(self.bn2(out)))
-        return out + self.shortcut(x)  # no ReLU after the addition
-
-
-class PreActResNet(nn.Module):
-    """The 6n+2-layer CIFAR network of models.ResNetCifar, built from pre-activation blocks."""
-
-    def __init__(self, depth, num_classes=10):
-        super().__init__()
-        n = (depth - 2) // 6
-        self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
-        blocks, in_channels = [], 16
-        for channels, stride in [(16, 1), (32, 2), (64, 2)]:
-            blocks.append(PreActBlock(in_channels, channels, stride))
-            blocks += [PreActBlock(channels, channels) for _ in range(n - 1)]
-            in_channels = channels
-        self.blocks = nn.Sequential(*blocks)
-        self.bn = nn.BatchNorm2d(64)
-        self.pool = nn.GlobalAvgPool2d()
-        self.linear = nn.Linear(64, num_classes)
-
-    def forward(self, x):
-        out = self.blocks(self.conv1(x))  # (N, 64, 8, 8): the stream, never through a ReLU
-        return self.linear(self.pool(F.relu(self.bn(out))))
-
+print(inspect.getsource(models.PreActBlock))  # minires/models.py; PreActResNet stacks them
 
 counts = {}
 for depth in (20, 56, 110):
-    counts[depth] = (sum(p.size for p in PreActResNet(depth).parameters()),
+    counts[depth] = (sum(p.size for p in models.preact_resnet(depth).parameters()),
                      sum(p.size for p in models.resnet_cifar(depth).parameters()))
     print(f"depth {depth:>3}: pre-activation {counts[depth][0]:,} parameters, "
           f"original {counts[depth][1]:,}")
@@ -165,7 +130,7 @@ def block_gradient_norms(make_model, seed):
                      and name.count(".") >= 2])  # in a block, not the stem's conv1
 
 
-nets = {"resnet56": models.resnet56, "preact56": lambda: PreActResNet(56)}
+nets = {"resnet56": models.resnet56, "preact56": models.preact_resnet56}
 norms = {name: np.mean([block_gradient_norms(make, s) for s in seeds], axis=0)
          for name, make in nets.items()}
 spread = {}
@@ -254,7 +219,7 @@ def train_and_watch(model, steps, lr=0.1):
 
 nn.init.manual_seed(0)
 steps = 200 if args.full else 60
-grad_history, ratio_history, losses = train_and_watch(PreActResNet(20), steps)
+grad_history, ratio_history, losses = train_and_watch(models.preact_resnet20(), steps)
 per_layer = np.median(ratio_history, axis=0)
 print(f"{steps} steps: loss {losses[:5].mean():.3f} (first 5) -> {losses[-5:].mean():.3f} "
       f"(last 5); update-to-weight ratio per layer, median over the run: "

@@ -51,7 +51,8 @@ def build_parser():
         epilog="With --resume, an option left out takes the run's own value, not the default "
                "shown;\na longer --iters or --epochs extends the run (the README says how its "
                "schedule\ncontinues); any other changed option needs --change-config.")
-    p.add_argument("--model", help=f"resnetN or plainN, N = 6n+2 (default: {DEFAULT.model})")
+    p.add_argument("--model", help=f"resnetN, plainN or preact_resnetN, N = 6n+2 "
+                   f"(default: {DEFAULT.model})")
     p.add_argument("--shortcut", choices="ABC", help="He et al.'s option A (zero padding), B "
                    "(projections where the shape changes) or C (always projections) "
                    f"(default: {DEFAULT.shortcut})")

@@ -20,7 +20,7 @@ LENGTH = ("iters", "epochs", "schedule_iters")  # how long a run is; an extensio
 class TrainConfig:
     """Everything that defines a run; saved in every checkpoint so `eval` and `--resume` agree."""
 
-    model: str = "resnet20"     # resnetN or plainN with N = 6n+2
+    model: str = "resnet20"     # resnetN, plainN or preact_resnetN with N = 6n+2
     shortcut: str = "A"         # A (zero padding), B (projection where shapes change), C (always)
     iters: int | None = None    # total iterations; default: epochs * batches per epoch
     epochs: int | None = None   # used when iters is None; default: the paper's 64k iterations
@@ -45,12 +45,13 @@ class ConfigError(ValueError):
 
 
 def parse_model_name(name):
-    """'resnet56' -> (56, True), 'plain20' -> (20, False); a clear error for anything else."""
-    match = re.fullmatch(r"(resnet|plain)(\d+)", str(name))
+    """'resnet56' -> ("resnet", 56), 'plain20' -> ("plain", 20), 'preact_resnet110' ->
+    ("preact_resnet", 110); a clear error for anything else."""
+    match = re.fullmatch(r"(resnet|plain|preact_resnet)(\d+)", str(name))
     if not match or int(match.group(2)) < 8 or (int(match.group(2)) - 2) % 6:
-        raise ConfigError(f"--model must be resnetN or plainN with N = 6n+2 >= 8 (e.g. resnet20), "
-                          f"got {name!r}")
-    return int(match.group(2)), match.group(1) == "resnet"
+        raise ConfigError(f"--model must be resnetN, plainN or preact_resnetN with N = 6n+2 >= 8 "
+                          f"(e.g. resnet20), got {name!r}")
+    return match.group(1), int(match.group(2))
 
 
 def check_config(config):

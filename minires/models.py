@@ -5,7 +5,8 @@ conv3x3(16) -> BN -> ReLU, three stages of n basic blocks on 32x32, 16x16 and 8x
 a 64 -> 10 linear layer: 6n+2 weighted layers. A basic block computes
 relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)); a plain net is the same without shortcut.
 Lesson 9 trains them. Parameter names follow akamaster/pytorch_resnet_cifar10, so its
-checkpoints load with `load_torch_state_dict`.
+checkpoints load with `load_torch_state_dict`. Also the pre-activation ResNets of the follow-up,
+He et al. 2016, "Identity Mappings in Deep Residual Networks" (lesson 11).
 """
 
 from . import functional as F
@@ -92,12 +93,64 @@ def resnet_cifar(depth, shortcut="A", residual=True, num_classes=10):
     shortcut: "A", "B" or "C" (see make_shortcut); residual=False builds the plain net of the
     same depth, which has no shortcuts, so `shortcut` does not matter for it.
     """
+    _check_depth_and_shortcut("resnet_cifar", depth, shortcut)
+    return ResNetCifar((depth - 2) // 6, shortcut, residual, num_classes)
+
+
+class PreActBlock(Module):
+    """x + conv2(relu(bn2(conv1(relu(bn1(x)))))): BN and ReLU before each convolution, and
+    nothing on the shortcut but the addition (He et al. 2016, Fig. 1b and eq. 3)."""
+
+    def __init__(self, in_channels, out_channels, stride=1, shortcut="A"):
+        super().__init__()
+        self.bn1 = BatchNorm2d(in_channels)
+        self.conv1 = Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = BatchNorm2d(out_channels)
+        self.conv2 = Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
+        self.shortcut = make_shortcut(shortcut, in_channels, out_channels, stride)
+
+    def forward(self, x):
+        out = self.conv1(F.relu(self.bn1(x)))
+        out = self.conv2(F.relu(self.bn2(out)))
+        return out + self.shortcut(x)  # no ReLU after the addition
+
+
+class PreActResNet(Module):
+    """The 6n+2-layer CIFAR network of ResNetCifar, built from pre-activation blocks: one
+    convolution first and, since every block ends with a convolution, a last BN and ReLU before
+    the pooling. The same convolutions and exactly as many parameters as ResNetCifar."""
+
+    def __init__(self, n, shortcut="A", num_classes=10):
+        super().__init__()
+        self.conv1 = Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
+        in_channels = 16
+        for index, (channels, stride) in enumerate([(16, 1), (32, 2), (64, 2)], start=1):
+            blocks = [PreActBlock(in_channels, channels, stride, shortcut)]
+            blocks += [PreActBlock(channels, channels, 1, shortcut) for _ in range(n - 1)]
+            self.add_module(f"layer{index}", Sequential(*blocks))
+            in_channels = channels
+        self.bn = BatchNorm2d(64)
+        self.pool = GlobalAvgPool2d()
+        self.linear = Linear(64, num_classes)
+
+    def forward(self, x):
+        out = self.conv1(x)  # (N, 16, 32, 32)
+        out = self.layer3(self.layer2(self.layer1(out)))  # (N, 64, 8, 8): never through a ReLU
+        return self.linear(self.pool(F.relu(self.bn(out))))
+
+
+def preact_resnet(depth, shortcut="A", num_classes=10):
+    """The pre-activation CIFAR ResNet of the given depth = 6n+2 (20, 56, 110, ...)."""
+    _check_depth_and_shortcut("preact_resnet", depth, shortcut)
+    return PreActResNet((depth - 2) // 6, shortcut, num_classes)
+
+
+def _check_depth_and_shortcut(builder, depth, shortcut):
     if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6 != 0:
-        raise ValueError(f"resnet_cifar: depth must be 6n+2 for a whole number n >= 1 "
+        raise ValueError(f"{builder}: depth must be 6n+2 for a whole number n >= 1 "
                          f"(8, 14, 20, 32, 44, 56, 110, 1202, ...), got {depth!r}")
     if shortcut not in SHORTCUTS:
-        raise ValueError(f"resnet_cifar: shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
-    return ResNetCifar((depth - 2) // 6, shortcut, residual, num_classes)
+        raise ValueError(f"{builder}: shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
 
 
 def resnet20(**kwargs):
@@ -142,6 +195,18 @@ def plain56(**kwargs):
 
 def plain110(**kwargs):
     return resnet_cifar(110, residual=False, **kwargs)
+
+
+def preact_resnet20(**kwargs):
+    return preact_resnet(20, **kwargs)
+
+
+def preact_resnet56(**kwargs):
+    return preact_resnet(56, **kwargs)
+
+
+def preact_resnet110(**kwargs):
+    return preact_resnet(110, **kwargs)
 
 
 def load_torch_state_dict(model, state_dict, strict=True):

@@ -70,9 +70,11 @@ def make_schedule(name, base_lr, total_iters, warmup=False, schedule_iters=None)
 
 
 def build_model(config):
-    depth, residual = parse_model_name(config.model)
+    family, depth = parse_model_name(config.model)
     nn.init.manual_seed(config.seed)
-    return models.resnet_cifar(depth, shortcut=config.shortcut, residual=residual)
+    if family == "preact_resnet":
+        return models.preact_resnet(depth, shortcut=config.shortcut)
+    return models.resnet_cifar(depth, shortcut=config.shortcut, residual=family == "resnet")
 
 
 def load_data(config):
@@ -154,7 +156,7 @@ class Run:
         self.model = build_model(config).to(config.device)
         self.optimizer = optim.SGD(self.model.parameters(), lr=config.lr,
                                    momentum=config.momentum, weight_decay=config.weight_decay)
-        depth = parse_model_name(config.model)[0]
+        depth = parse_model_name(config.model)[1]
         self.warmup = config.warmup if config.warmup is not None else depth >= 110
         self.schedule = make_schedule(config.schedule, config.lr, self.total_iters, self.warmup,
                                       config.schedule_iters)

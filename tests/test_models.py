@@ -296,3 +296,40 @@ def test_load_torch_state_dict_drops_what_minires_does_not_keep():
     with torch.no_grad():
         expected = theirs(torch.from_numpy(x.data.copy())).numpy()
     np.testing.assert_allclose(mine.eval()(x).data, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("depth", [20, 56, 110])
+def test_preact_resnets_have_the_same_parameter_count(depth):
+    """The batchnorms move before the convolutions; their channels add up to the same total."""
+    assert count(models.preact_resnet(depth)) == count(models.resnet_cifar(depth))
+    assert count(models.preact_resnet20()) == 269_722
+
+
+def test_preact_block_passes_gradcheck_and_keeps_the_identity_path_clean():
+    block = models.PreActBlock(3, 3)
+    for param in block.parameters():
+        param.data = param.data.astype(np.float64)
+    rng = np.random.default_rng(0)
+    for param in [block.bn1.weight, block.bn2.weight]:  # away from 1, so a wrong path shows
+        param.data = rng.uniform(0.5, 1.5, param.shape)
+    x = tensor(rng.standard_normal((2, 3, 5, 4)), requires_grad=True)
+    block.train()
+    assert minires.gradcheck(lambda x: block(x), [x], atol=1e-4)
+    # With the residual branch's last weights zero, the block is the identity, and so is its
+    # gradient: nothing on the shortcut masks it (the original block's final ReLU would).
+    block.conv2.weight.data[:] = 0
+    x.grad = None
+    dy = rng.standard_normal(x.shape)
+    y = block(x)
+    y.backward(dy)
+    np.testing.assert_array_equal(y.data, x.data)
+    np.testing.assert_allclose(x.grad, dy, rtol=1e-12)
+
+
+def test_preact_resnet_trains_from_the_cli(tmp_path, capsys):
+    from minires import __main__ as cli
+
+    status = cli.main(["train", "--model", "preact_resnet8", "--data", "sample", "--batch", "32",
+                       "--iters", "3", "--no-progress", "--out", str(tmp_path / "run")])
+    assert status == 0, capsys.readouterr().err
+    assert "after 3 iterations" in capsys.readouterr().out

@@ -158,8 +158,9 @@ def test_paper_schedule_scales_to_the_run_and_model_names():
     assert training.make_schedule("paper", 0.1, 100).lr(75) == pytest.approx(0.001)
     extended = training.make_schedule("paper", 0.1, 128000, schedule_iters=64000)
     assert extended.milestones == (32000, 48000) and extended.lr(100000) == pytest.approx(0.001)
-    assert training.parse_model_name("plain56") == (56, False)
-    with pytest.raises(ValueError, match="resnetN or plainN"):
+    assert training.parse_model_name("plain56") == ("plain", 56)
+    assert training.parse_model_name("preact_resnet110") == ("preact_resnet", 110)
+    with pytest.raises(ValueError, match="resnetN, plainN or preact_resnetN"):
         training.parse_model_name("vgg16")
 
 
