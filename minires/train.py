@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict
 
 from . import checkpoint, data, models, nn, optim
-from .backends import to_device
+from .backends import get_array_module, to_device
 from .checkpoint import CheckpointError
 from .config import (  # noqa: F401 (TrainConfig and its checks are part of this module's API)
     PAPER_ITERATIONS,
@@ -118,10 +118,21 @@ def _to_cpu(state):
     return state
 
 
+def check_running_statistics(model):
+    """Raise FloatingPointError naming the first batchnorm buffer that is no longer finite:
+    activations too large for float32 drive running_var to inf while the loss stays finite (x_hat
+    is then 0), and every later evaluation would be nonsense. The loop calls this once an epoch,
+    not every step: on a GPU each read waits for the device."""
+    for name, buffer in model.named_buffers():
+        if not get_array_module(buffer).isfinite(buffer).all():
+            raise FloatingPointError(f"the batchnorm statistic {name} is no longer finite (the "
+                                     "activations overflowed)")
+
+
 def train_step(model, batch, optimizer):
     """One iteration of SGD: forward, cross-entropy loss, backward, update. Returns the loss (a
     float) and the logits. A loss that is not finite raises FloatingPointError before the update,
-    so the weights stay as they were (as does an overflow that batchnorm reports)."""
+    so the weights stay as they were."""
     x, y = batch
     logits = model(x)
     loss = cross_entropy(logits, y)
@@ -229,7 +240,7 @@ class Run:
                 self.optimizer.lr = lr
                 try:
                     loss_value, logits = train_step(self.model, (x, y), self.optimizer)
-                except FloatingPointError as e:  # a loss of nan or inf, or batchnorm overflowed
+                except FloatingPointError as e:  # a loss of nan or inf
                     bar.close()
                     raise self.diverged(str(e), lr) from e
                 batch_wrong = int((logits.data.argmax(axis=1) != y).sum())
@@ -243,6 +254,11 @@ class Run:
                                 img_s=f"{seen / (time.perf_counter() - start):.0f}", lr=f"{lr:g}")
             self.epoch += 1
             train_time = time.perf_counter() - start
+            try:
+                check_running_statistics(self.model)  # before they are evaluated with and saved
+            except FloatingPointError as e:
+                bar.close()
+                raise self.diverged(str(e), lr) from e
             eval_loss, eval_error = evaluate(self.model, self.eval_loader)
             self.history.append({
                 "epoch": self.epoch, "iteration": self.iteration, "lr": lr,

@@ -98,12 +98,3 @@ def test_gradients_keep_the_dtype_of_their_tensor():
 def test_cross_entropy_of_an_empty_batch():
     with pytest.raises(ValueError, match=r"cross_entropy: .*N, K >= 1.*empty batch.*\(0, 10\)"):
         F.cross_entropy(np.zeros((0, 10), np.float32), np.zeros(0, np.int64))
-
-
-@pytest.mark.filterwarnings("ignore:overflow encountered")
-def test_batch_norm_says_when_its_running_statistics_overflow():
-    mean, var = np.zeros(3, np.float32), np.ones(3, np.float32)
-    huge = np.full((2, 3, 4, 4), 1e20, np.float32)
-    huge[0] = -1e20  # a variance of 1e40: past float32's largest number
-    with pytest.raises(FloatingPointError, match=r"running statistics are no longer finite"):
-        F.batch_norm(huge, mean, var, training=True)

@@ -200,3 +200,16 @@ def test_cli_errors_are_clear(tmp_path):
                            "--data", "sample", "--out", "r"], cwd=tmp_path, capture_output=True,
                           text=True)
     assert done.returncode != 0 and "6n+2" in done.stderr
+
+
+def test_running_statistics_that_overflowed_stop_the_run(tmp_path, tiny_data):
+    """The loss stays finite when running_var overflows (x_hat is 0 in training), so the loop
+    checks the batchnorm buffers at the end of each epoch, before evaluating and saving."""
+    def poison(run):
+        if run.epoch == 1:
+            run.model.bn1.running_var[0] = np.inf  # as inputs of 1e20 in float32 would leave it
+
+    with pytest.raises(training.TrainingDiverged, match=r"bn1.running_var is no longer finite.*"
+                                                        r"the checkpoint of iteration 4 is kept"):
+        training.train(tiny_config(tmp_path), progress=False, on_epoch_end=poison)
+    assert training.load_checkpoint(tmp_path / "checkpoint.npz")["iteration"] == 4
