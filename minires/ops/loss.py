@@ -63,19 +63,22 @@ def cross_entropy(input, target):
     if input.ndim != 2 or 0 in input.shape:
         raise ValueError(f"cross_entropy: input must be logits of shape (N, K) with N, K >= 1 "
                          f"(the mean over an empty batch is undefined), got {input.shape}")
-    if get_array_module(target) is np:
-        target = np.asarray(target)  # lists and NumPy arrays; moved to the GPU when input is there
-    target = to_device(target, input.device)
+    on_host = get_array_module(target) is np
+    if on_host:
+        target = np.asarray(target)  # lists and NumPy arrays
     if target.ndim != 1 or target.shape[0] != input.shape[0]:
         raise ValueError(f"cross_entropy: target must have shape ({input.shape[0]},) for input "
                          f"{input.shape}, got {tuple(target.shape)}")
     if target.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: target must hold integer class indices, got dtype "
                         f"{target.dtype}")
-    low, high = int(target.min()), int(target.max())
-    K = input.shape[1]
-    if low < 0 or high >= K:
-        bad = low if low < 0 else high
-        raise ValueError(f"cross_entropy: target holds class {bad}, outside 0..{K - 1} for input "
-                         f"{input.shape}")
+    # The classes are checked where they are on the host. A GPU array's range would cost a wait
+    # for the device every step; the labels a loader puts there were checked when it loaded them.
+    if on_host and len(target):
+        low, high, K = int(target.min()), int(target.max()), input.shape[1]
+        if low < 0 or high >= K:
+            bad = low if low < 0 else high
+            raise ValueError(f"cross_entropy: target holds class {bad}, outside 0..{K - 1} for "
+                             f"input {input.shape}")
+    target = to_device(target, input.device)  # to the GPU when the logits are there
     return CrossEntropy(target.astype(np.int64))(input)
