@@ -262,3 +262,26 @@ def test_the_count_at_batch_4_and_at_batch_128_differ_only_by_split_k():
         return forward + weight + data
 
     assert (splitting(4), splitting(128)) == (30, 25)
+
+
+@pytest.mark.parametrize("device_count, expect", [
+    (RuntimeError("cudaErrorInsufficientDriver"), "the CUDA driver could not be used"),
+    (0, "the CUDA driver reports no GPU"),
+])
+def test_cupy_without_a_driver_or_gpu_says_so_not_install_the_extra(monkeypatch, device_count,
+                                                                     expect):
+    import types
+
+    def get_device_count():
+        if isinstance(device_count, Exception):
+            raise device_count
+        return device_count
+
+    runtime = types.SimpleNamespace(getDeviceCount=get_device_count)
+    fake = types.SimpleNamespace(__version__="14.0.0", ndarray=type("ndarray", (), {}),
+                                 cuda=types.SimpleNamespace(runtime=runtime))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    with pytest.raises(RuntimeError, match=expect) as error:
+        backends.import_cupy()
+    assert "CuPy 14.0.0 is installed" in str(error.value) and "pip install" not in str(error.value)
+    assert minires.gpu_available() is False

@@ -43,16 +43,21 @@ def check_device(device):
 
 
 def import_cupy():
-    """Import CuPy for the GPU backend, or say exactly what to install."""
+    """Import CuPy for the GPU backend, or say what is missing: CuPy itself (install the extra),
+    or, with CuPy installed, a driver or a GPU (installing more would not help)."""
     try:
         import cupy
     except ImportError as e:
         raise RuntimeError(f"device 'gpu' is not available: {GPU_INSTALL_HINT}") from e
     try:
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            raise RuntimeError("no CUDA device found")
+        count = cupy.cuda.runtime.getDeviceCount()
     except Exception as e:  # CuPy raises its own CUDARuntimeError without a driver
-        raise RuntimeError(f"device 'gpu' is not available ({e}): {GPU_INSTALL_HINT}") from e
+        raise RuntimeError(f"device 'gpu' is not available: CuPy {cupy.__version__} is installed "
+                           f"but the CUDA driver could not be used ({e}); is there an NVIDIA GPU "
+                           "and its driver (`nvidia-smi`)?") from e
+    if count < 1:
+        raise RuntimeError(f"device 'gpu' is not available: CuPy {cupy.__version__} is "
+                           "installed, but the CUDA driver reports no GPU (`nvidia-smi`)")
     return cupy
 
 
