@@ -246,6 +246,34 @@ def test_resnets_from_pytorch_files_give_pytorchs_logits(tmp_path, legacy, depth
     assert np.abs(got - expected).max() < 1e-3
 
 
+PUBLIC = os.environ.get("MINIRES_TORCH_CHECKPOINTS")  # a folder of akamaster's .th files
+
+
+@pytest.mark.skipif(not PUBLIC, reason="MINIRES_TORCH_CHECKPOINTS names no folder of akamaster's "
+                                       "published resnetN-*.th files (no download in tests)")
+def test_the_published_akamaster_checkpoints_give_pytorchs_logits():
+    """The issue's check on the real files (resnet20-12fca82f.th, resnet56-4bfd9763.th, ...,
+    from github.com/akamaster/pytorch_resnet_cifar10): minires's reader against torch.load."""
+    torch = pytest.importorskip("torch")
+    from test_models import torch_resnet
+
+    files = sorted(Path(PUBLIC).glob("resnet*-*.th"))
+    assert files, f"no resnetN-*.th file in {PUBLIC}"
+    x = data.normalize(data.load_sample()[2][:64], training.TORCH_MEAN, training.TORCH_STD)
+    for path in files:
+        depth = int(path.name[len("resnet"):].split("-")[0])
+        theirs = torch_resnet((depth - 2) // 6, "A")
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        theirs.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
+        with torch.no_grad():
+            expected = theirs.eval()(torch.from_numpy(x)).numpy()
+        mine = models.resnet_cifar(depth)
+        models.load_torch_state_dict(mine, checkpoint.load_torch_checkpoint(path)["state_dict"])
+        got = mine.eval()(minires.tensor(x)).data
+        print(f"{path.name}: max |dlogit| {np.abs(got - expected).max():.2e}")
+        assert np.abs(got - expected).max() < 1e-3, path.name
+
+
 def test_eval_accepts_a_pytorch_checkpoint(tmp_path, capsys):
     torch = pytest.importorskip("torch")
     path, theirs = akamaster_checkpoint(tmp_path, legacy=True)
