@@ -190,31 +190,30 @@ assert all(fraction < 0.9 for fraction in carried.values())
 # is a common rule of thumb; much larger and the layer is thrashing, much smaller and it is not
 # learning. Below, 60 steps (200 with `--full`) of SGD with momentum on the sample's images at
 # 16x16, for a pre-activation ResNet-20, recording per convolution the ratio of each step and
-# the norm of its weight gradient. `minires.optim.SGD` updates the weights in place, so a copy
-# before the step is all it takes.
+# the norm of its weight gradient, with `minires.nn.LayerStats`: it copies the weights before
+# the step and compares after (`minires.optim.SGD` updates them in place), and records each
+# layer's output through a forward hook (`stats.array("activation_std")`).
 
 # %%
 def train_and_watch(model, steps, lr=0.1):
-    """Per step and per conv layer: ||dw|| and ||delta w|| / ||w||; and the losses."""
+    """nn.LayerStats of every convolution over a short run, and the losses."""
     optimizer = optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
-    convs = [(n, p) for n, p in model.named_parameters() if p.data.ndim == 4]
+    stats = nn.LayerStats(model)  # forward hooks on the convolutions, norms around each step
     loader = DataLoader(x_train[:, :, ::2, ::2], y_train, batch_size=32, shuffle=True,
                         mean=mean, std=std, seed=0)
-    grad_norms, ratios, losses = [], [], []
+    losses = []
     while len(losses) < steps:
         for xb, yb in loader:
             if len(losses) == steps:
                 break
-            before = [p.data.copy() for _, p in convs]
-            loss = F.cross_entropy(model(xb), yb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            grad_norms.append([np.linalg.norm(p.grad) for _, p in convs])
-            ratios.append([np.linalg.norm(p.data - b) / np.linalg.norm(b)
-                           for (_, p), b in zip(convs, before)])
+            with stats.step():
+                loss = F.cross_entropy(model(xb), yb)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
             losses.append(loss.item())
-    return np.array(grad_norms), np.array(ratios), np.array(losses)
+    stats.remove()
+    return stats.array("grad_norm"), stats.array("update_ratio"), np.array(losses)
 
 
 nn.init.manual_seed(0)
@@ -256,5 +255,6 @@ assert np.all(np.isfinite(ratio_history)) and 1e-5 < np.median(ratio_history) < 
 # - The ReLU after the addition is on the shortcut path; moving batchnorm and ReLU before the
 #   convolutions leaves the path a pure sum, so the gradient at the top reaches every block.
 # - A pre-activation ResNet has the same convolutions and nearly the same parameters.
-# - Per-layer statistics during training (gradient norms, update-to-weight ratios) are a few
-#   lines around the training step, and the first thing to plot when a network does not train.
+# - Per-layer statistics during training (gradient norms, update-to-weight ratios, activation
+#   spreads: `nn.LayerStats`) are a with-block around the training step, and the first thing
+#   to plot when a network does not train.

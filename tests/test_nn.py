@@ -237,3 +237,34 @@ def test_pooling_layers_default_their_stride_to_the_kernel_size():
     assert repr(pool) == "MaxPool2d(kernel_size=2, stride=2, padding=0)"
     x = np.arange(2 * 1 * 4 * 6, dtype=np.float64).reshape(2, 1, 4, 6)
     assert pool(x).shape == (2, 1, 2, 3) and nn.AvgPool2d((2, 3))(x).shape == (2, 1, 2, 2)
+
+
+def test_layer_stats_record_each_step_layer_by_layer():
+    from minires import models, optim
+
+    nn.init.manual_seed(0)
+    model = models.resnet_cifar(8)
+    stats = nn.LayerStats(model)
+    assert len(stats.names) == 7 and stats.names[0] == "conv1"  # the stem, then 3 blocks of 2
+    sgd = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
+    first_weight = model.conv1.weight.data.copy()
+    for _ in range(3):
+        with stats.step():
+            loss = F.cross_entropy(model(x), np.array([0, 1, 2, 3]))
+            sgd.zero_grad()
+            loss.backward()
+            sgd.step()
+            if not stats.grad_norm:  # the first step: what the statistics must say
+                grad_norm = np.linalg.norm(model.conv1.weight.grad)
+                step_size = 0.1 * grad_norm / np.linalg.norm(first_weight)
+    assert stats.array("update_ratio").shape == (3, 7)
+    np.testing.assert_allclose(stats.grad_norm[0][0], grad_norm, rtol=1e-6)
+    np.testing.assert_allclose(stats.update_ratio[0][0], step_size, rtol=1e-5)  # w -= lr * g
+    # The first step's stem output is the convolution of x with the initial weights.
+    stem = F.conv2d(tensor(x), tensor(first_weight), padding=1).data
+    np.testing.assert_allclose(stats.activation_std[0][0], stem.std(), rtol=1e-5)
+    stats.remove()
+    model(x)
+    assert stats._outputs == {}  # no hook left behind
