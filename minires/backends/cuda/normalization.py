@@ -12,7 +12,7 @@ import collections
 import numpy as np
 
 from ..devices import get_array_module
-from .gpu import THREADS, _check_fits, _empty, _kernel_input
+from .gpu import THREADS, _check_fits, _empty, _int32, _kernel_input
 from .launch import ceil_div, launch
 
 SUM_THREADS = 256  # batch_norm.cu's SUM_THREADS: one block of this many threads per channel
@@ -73,7 +73,3 @@ def _ones(like, C):
 
 def _zeros(like, C):
     return get_array_module(like).zeros(C, dtype=np.float32)
-
-
-def _int32(*values):
-    return tuple(np.int32(v) for v in values)
