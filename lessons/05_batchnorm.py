@@ -187,12 +187,13 @@ assert np.allclose(map_out.mean(axis=(0, 2, 3)), 0, atol=1e-4)
 # ## Exercise first: the backward pass
 #
 # The next section derives the answer to the exercise `lessons/exercises/batchnorm.py`, so try
-# it before reading on. The file has the training-mode forward pass of section 1; write its
-# backward, returning `dx, dgamma, dbeta`, and run `python -m minires.exercises check batchnorm`.
-# The difficulty is that $\mu$ and $\sigma$ depend on every $x$ of the channel. Stuck?
-# `check batchnorm --hint 1` asks a question, `--hint 2` points the way, `--hint 3` gives the
-# formula; the grader recognises the common slips (a missing path, a missing $\gamma$, a wrong
-# axis).
+# it before reading on. The file has the forward pass of section 1, in training mode and, given
+# running statistics, in evaluation mode; write its backward for both, returning
+# `dx, dgamma, dbeta`, and run `python -m minires.exercises check batchnorm`. The difficulty is
+# that in training $\mu$ and $\sigma$ depend on every $x$ of the channel (and in evaluation?).
+# Stuck? `check batchnorm --hint 1` asks a question, `--hint 2` points the way, `--hint 3` gives
+# the formula; the grader recognises the common slips (a missing path, a missing $\gamma$, a
+# wrong axis, the training formula in evaluation mode).
 #
 # ## 4. The backward pass, three ways
 #

@@ -193,6 +193,9 @@ DIAGNOSED = [
     ("batchnorm", "dx_hat = dy * self.gamma", "dx_hat = dy", "dx", "gamma is missing"),
     ("batchnorm", "dgamma = (dy * self.x_hat).sum(axis=self.axes)",
      "dgamma = (dy * self.x_hat).sum(axis=self.axes) * 2", "dgamma", "times 2 everywhere"),
+    # batchnorm in evaluation mode (the training cases pass): the training formula kept
+    ("batchnorm", "if not self.training:", "if False:", "dx",
+     "the training-mode formula in evaluation mode"),
     ("linear", "dw = dy.T @ self.x ", "dw = self.x.T @ dy ", "dw", "axes are in the wrong order"),
     ("relu", "return dy * self.mask", "return -dy * self.mask", "dx", "sign is flipped"),
 ]

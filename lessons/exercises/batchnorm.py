@@ -1,7 +1,8 @@
-"""Exercise: the backward pass of batch normalisation in training mode (lesson 5).
+"""Exercise: the backward pass of batch normalisation, in training and evaluation mode (lesson 5).
 
-Each channel is normalised with the batch's own mean and variance, then scaled and shifted:
-y = gamma * x_hat + beta. Write backward(dy): return (dx, dgamma, dbeta).
+Each channel is normalised with the batch's own mean and variance (training), or with the
+running statistics given to the constructor (evaluation), then scaled and shifted:
+y = gamma * x_hat + beta. Write backward(dy): return (dx, dgamma, dbeta) for both modes.
 Check with `python -m minires.exercises check batchnorm`.
 """
 
@@ -12,15 +13,21 @@ class BatchNorm(Function):
     """y = gamma * x_hat + beta,  x_hat = (x - mean) / sqrt(var + eps), statistics per channel;
     backward: yours to write."""
 
-    def __init__(self, eps=1e-5):
+    def __init__(self, eps=1e-5, running_mean=None, running_var=None):
         self.eps = eps
+        # Given running statistics, the layer is in evaluation mode and normalises with them.
+        self.training = running_mean is None
+        self.running_mean, self.running_var = running_mean, running_var
 
     def forward(self, x, gamma, beta):
         # Statistics per channel: over N for (N, C), over N, H, W for (N, C, H, W).
         self.axes = (0,) if x.ndim == 2 else (0, 2, 3)
         shape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)  # broadcasts a (C,) vector against x
-        mean = x.mean(axis=self.axes, keepdims=True)
-        var = x.var(axis=self.axes, keepdims=True)  # biased, as in Ioffe & Szegedy, Algorithm 1
+        if self.training:
+            mean = x.mean(axis=self.axes, keepdims=True)
+            var = x.var(axis=self.axes, keepdims=True)  # biased, as in Ioffe & Szegedy, Alg. 1
+        else:
+            mean, var = self.running_mean.reshape(shape), self.running_var.reshape(shape)
         self.inv_std = 1 / (var + self.eps) ** 0.5
         self.x_hat = (x - mean) * self.inv_std
         self.gamma = gamma.reshape(shape)
@@ -28,8 +35,9 @@ class BatchNorm(Function):
 
     def backward(self, dy):
         # TODO: return (dx, dgamma, dbeta) with the shapes of x, gamma (C,) and beta (C,).
-        # Sum over self.axes; m = dy.size // dy.shape[1] values per channel. Remember that the
-        # mean and the variance depend on x too.
+        # Sum over self.axes; m = dy.size // dy.shape[1] values per channel. In training mode
+        # the mean and the variance depend on x too; in evaluation mode (self.training False)
+        # do they?
         raise NotImplementedError("write BatchNorm.backward")
 
 

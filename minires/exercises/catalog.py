@@ -96,13 +96,18 @@ def _maxpool_cases():
             case(29, (1, 3, 5, 5), 2, 1, " (stride 1: every pixel in up to four windows)")]
 
 
-def _batchnorm_case(seed, x_shape, scale=1.0, shift=0.0):
+def _batchnorm_case(seed, x_shape, scale=1.0, shift=0.0, evaluation=False):
     rng = _rng(seed)
     C = x_shape[1]
+    inputs = (rng.standard_normal(x_shape) * scale + shift, 1 + 0.5 * rng.standard_normal(C),
+              rng.standard_normal(C))
+    if evaluation:  # running statistics near, but not equal to, the batch's own
+        running = {"running_mean": shift + 0.3 * rng.standard_normal(C),
+                   "running_var": scale**2 * (0.5 + rng.random(C))}
+        return Case(f"x {x_shape}: evaluation mode, the running statistics given", running,
+                    inputs)
     over = "N" if len(x_shape) == 2 else "N, H, W"
-    return Case(f"x {x_shape}: statistics over {over}", {},
-                (rng.standard_normal(x_shape) * scale + shift, 1 + 0.5 * rng.standard_normal(C),
-                 rng.standard_normal(C)))
+    return Case(f"x {x_shape}: statistics over {over}", {}, inputs)
 
 
 def _batchnorm_cases():
@@ -113,6 +118,8 @@ def _batchnorm_cases():
         _batchnorm_case(15, (2, 5, 3, 1), 3, -2),  # odd sizes, W = 1
         _batchnorm_case(16, (7, 1)),  # one channel
         _batchnorm_case(17, (4, 3, 2, 5), 1, 10),  # a large mean
+        _batchnorm_case(18, (3, 4, 3, 2), 2, 1, evaluation=True),
+        _batchnorm_case(19, (1, 3), 1, 0, evaluation=True),  # batch 1: fine in evaluation
     ]
 
 
@@ -168,17 +175,19 @@ EXERCISES = {
          "(which adds) back to x's shape. An assignment into dx would keep only one gradient."),
     ),
     "batchnorm": Exercise(
-        "batchnorm", "BatchNorm", "batch normalisation, training mode", "lesson 5",
+        "batchnorm", "BatchNorm", "batch normalisation, training and evaluation mode", "lesson 5",
         ("dx", "dgamma", "dbeta"), _batchnorm_cases(),
         ("gamma and beta are used once per value of their channel: over which axes do their "
-         "gradients sum? And through how many paths does one x reach the loss?",
+         "gradients sum? And through how many paths does one x reach the loss, in training "
+         "mode and in evaluation mode?",
          "Three paths: through x_hat directly, through the mean, and through the variance "
          "(both depend on every x of the channel). Write forward as stages (mean, centre, "
          "variance, 1/std, x_hat, scale and shift) and walk them backwards, adding the "
          "gradients of a value used twice; then simplify with sum(x - mean) = 0.",
          "dgamma = sum(dy * x_hat), dbeta = sum(dy) over self.axes; with dx_hat = dy * gamma "
          "and m values per channel, dx = inv_std / m * (m * dx_hat - sum(dx_hat) - "
-         "x_hat * sum(dx_hat * x_hat))."),
+         "x_hat * sum(dx_hat * x_hat)). In evaluation mode the mean and the variance are "
+         "constants: dx = dx_hat * inv_std."),
     ),
     "residual": Exercise(
         "residual", "ResidualBlock", "residual block: y = relu(F(x) + x)", "lesson 7",

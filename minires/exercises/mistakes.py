@@ -96,14 +96,19 @@ def _shared_pixels(x_shape, kernel, stride, padding):
     return counts > 1
 
 
-def _batchnorm_slips(inputs, dy):
-    x, gamma, _ = inputs
+def _batchnorm_slips(case, dy):
+    (x, gamma, _), evaluation = case.inputs, "running_mean" in case.settings
     axes = (0,) if x.ndim == 2 else (0, 2, 3)
     m = x.size // x.shape[1]
-    mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    if evaluation:
+        mean = case.settings["running_mean"].reshape(shape)
+        var = case.settings["running_var"].reshape(shape)
+    else:
+        mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
     inv_std = 1 / np.sqrt(var + 1e-5)
     x_hat = (x - mean) * inv_std
-    gamma = gamma.reshape((1, -1) + (1,) * (x.ndim - 2))
+    gamma = gamma.reshape(shape)
 
     def dx(dx_hat, mean_path=True, variance_path=True):
         total = m * dx_hat
@@ -113,6 +118,12 @@ def _batchnorm_slips(inputs, dy):
             total = total - x_hat * (dx_hat * x_hat).sum(axis=axes, keepdims=True)
         return inv_std / m * total
 
+    if evaluation:
+        return {"dx": [("the training-mode formula in evaluation mode: there the running mean "
+                        "and variance are constants, so x reaches the loss only through x_hat",
+                        dx(dy * gamma)),
+                       ("gamma is missing: dx_hat = dy * gamma", dy * inv_std)],
+                "dgamma": [("dgamma uses x where it needs x_hat", (dy * x).sum(axis=axes))]}
     return {
         "dx": [
             ("the path through the variance is missing (the x_hat * sum(dx_hat * x_hat) term)",
@@ -156,7 +167,7 @@ def one_copy_only(name, case, dy, value):
 def slips(name, case, dy):
     """{gradient name: [(what went wrong, the gradient it gives)]} for exercise name."""
     if name == "batchnorm":
-        return _batchnorm_slips(case.inputs, dy)
+        return _batchnorm_slips(case, dy)
     return {}
 
 
