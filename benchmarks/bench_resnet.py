@@ -2,10 +2,15 @@
 
 Times a full training step (forward, backward, SGD step) and an evaluation forward at batch 128
 on random data, each framework in its own subprocess with the same thread count, and prints
-images/s, the minires/PyTorch ratio (>1: minires is faster) and each process's peak RSS.
---profile prints instead where minires's step spends its time, op by op (benchmarks/PROFILE.md).
+images/s, the minires/PyTorch ratio (>1: minires is faster) and each process's peak RSS, with
+the CPU's model and the instruction set each framework's code was compiled for. --rounds R
+alternates the two R times and prints the medians (a shared machine's speed drifts); --isa avx2
+compiles minires for Haswell and caps PyTorch at AVX2, to measure an AVX2 machine's code on an
+AVX-512 one. --profile prints instead where minires's step spends its time, op by op
+(benchmarks/PROFILE.md).
 
-    python benchmarks/bench_resnet.py [--batch 128] [--steps 5] [--threads 2] [--profile]
+    python benchmarks/bench_resnet.py [--batch 128] [--steps 5] [--threads 2] [--rounds 3]
+                                      [--isa native|avx2] [--profile]
 """
 
 import argparse
@@ -18,6 +23,44 @@ import sys
 import time
 
 import numpy as np
+
+# What Haswell has (AVX2 and FMA, no AVX-512): numba compiles for it with these, and PyTorch's
+# ATen and oneDNN are capped at AVX2.
+AVX2_FEATURES = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fsgsbase,+lzcnt,+mmx,"
+                 "+movbe,+pclmul,+popcnt,+rdrnd,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,"
+                 "+sahf,-avx512f")
+AVX2_ENV = dict(NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=AVX2_FEATURES,
+                ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2")
+
+
+def cpu_model():
+    """The CPU's model name, as lscpu prints it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
+def instruction_set(framework):
+    """What this process's code for framework was compiled for, in words."""
+    if framework == "torch":
+        import torch
+
+        return f"ATen {torch.backends.cpu.get_cpu_capability()}"
+    import llvmlite.binding
+    import numba
+
+    from minires.backends.numba import config
+
+    name = numba.core.config.CPU_NAME or llvmlite.binding.get_host_cpu_name()
+    isa = "AVX-512" if config.compiles_for_avx512() else "AVX2"
+    return f"numba for {name}, {isa}, tile {config.TILE_ROWS}x{config.TILE_COLS}"
 
 
 def torch_resnet20():
@@ -187,7 +230,8 @@ def worker(framework, batch, steps, threads):
     else:
         train, evaluate = time_minires(x, y, steps)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    print(json.dumps({"train": batch / train, "eval": batch / evaluate, "peak_mb": peak_mb}))
+    print(json.dumps({"train": batch / train, "eval": batch / evaluate, "peak_mb": peak_mb,
+                      "isa": instruction_set(framework)}))
 
 
 def main():
@@ -195,6 +239,10 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternate minires and PyTorch this many times; print medians")
+    parser.add_argument("--isa", choices=["native", "avx2"], default="native",
+                        help="avx2: both frameworks' AVX2 code, on an AVX-512 machine too")
     parser.add_argument("--profile", action="store_true", help="minires's time per op instead")
     parser.add_argument("--worker", choices=["minires", "torch", "profile"],
                         help=argparse.SUPPRESS)
@@ -206,28 +254,54 @@ def main():
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), NUMBA_NUM_THREADS=str(args.threads),
                OPENBLAS_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    if args.isa == "avx2":
+        env.update(AVX2_ENV)
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; ResNet-20, batch {args.batch}, "
+          f"{args.threads} threads, best of {args.steps} steps")
     if args.profile:
         cmd = [sys.executable, __file__, "--worker", "profile", "--batch", str(args.batch),
                "--steps", str(args.steps)]
-        print(f"minires ResNet-20, batch {args.batch}, {args.threads} threads, best of "
-              f"{args.steps} steps")
         return subprocess.run(cmd, env=env).returncode
-    results = {}
-    for framework in ["minires", "torch"]:
-        cmd = [sys.executable, __file__, "--worker", framework, "--batch", str(args.batch),
-               "--steps", str(args.steps), "--threads", str(args.threads)]
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            print(f"{framework}: failed\n{done.stderr.strip().splitlines()[-1]}")
-            continue
-        results[framework] = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"ResNet-20, batch {args.batch}, {args.threads} threads, best of {args.steps} steps")
-    print(f"{'':10} {'train img/s':>12} {'eval img/s':>11} {'peak RSS MB':>12}")
+    rounds = []
+    for _ in range(args.rounds):
+        results = {}
+        for framework in ["minires", "torch"]:
+            cmd = [sys.executable, __file__, "--worker", framework, "--batch", str(args.batch),
+                   "--steps", str(args.steps), "--threads", str(args.threads)]
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"{framework}: failed\n{done.stderr.strip().splitlines()[-1]}")
+                return 1
+            results[framework] = json.loads(done.stdout.strip().splitlines()[-1])
+        rounds.append(results)
+        print_round(results, f"round {len(rounds)}" if args.rounds > 1 else "")
+    if args.rounds > 1:
+        print_medians(rounds)
+
+
+def print_round(results, title):
+    m, t = results["minires"], results["torch"]
+    if title:
+        print(title)
+    print(f"{'':10} {'train img/s':>12} {'eval img/s':>11} {'peak RSS MB':>12}  code")
     for framework, r in results.items():
-        print(f"{framework:10} {r['train']:12.1f} {r['eval']:11.1f} {r['peak_mb']:12.0f}")
-    if len(results) == 2:
-        m, t = results["minires"], results["torch"]
-        print(f"{'ratio':10} {m['train'] / t['train']:12.2f} {m['eval'] / t['eval']:11.2f}")
+        print(f"{framework:10} {r['train']:12.1f} {r['eval']:11.1f} {r['peak_mb']:12.0f}  "
+              f"{r['isa']}")
+    print(f"{'ratio':10} {m['train'] / t['train']:12.2f} {m['eval'] / t['eval']:11.2f}")
+
+
+def print_medians(rounds):
+    """The median of each figure over the rounds, the ratios' medians taken round by round."""
+    def median(f):
+        return float(np.median([f(r) for r in rounds]))
+
+    print(f"median of {len(rounds)} rounds")
+    for framework in ["minires", "torch"]:
+        print(f"{framework:10} {median(lambda r: r[framework]['train']):12.1f} "
+              f"{median(lambda r: r[framework]['eval']):11.1f}")
+    print(f"{'ratio':10} "
+          f"{median(lambda r: r['minires']['train'] / r['torch']['train']):12.2f} "
+          f"{median(lambda r: r['minires']['eval'] / r['torch']['eval']):11.2f}")
 
 
 if __name__ == "__main__":
