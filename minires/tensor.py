@@ -115,7 +115,7 @@ class Tensor:
                 raise ValueError(f"backward(grad=...): grad has shape {grad.shape}, "
                                  f"the tensor has shape {self.shape}")
         if self.creator is None:
-            _accumulate(self, grad)
+            _accumulate(self, grad, owned=False)  # grad may be the caller's array
             return
         grads = {id(self.creator): grad}  # gradient of each op's output, until the op is done
         for fn in reversed(_topological_order(self.creator)):
@@ -134,7 +134,7 @@ class Tensor:
                 if dx.dtype != x.dtype:  # float32 * float64 gives float64: not for x's gradient
                     dx = dx.astype(x.dtype)
                 if x.creator is None:
-                    _accumulate(x, dx)
+                    _accumulate(x, dx, owned=not _shares_memory(dx, dy, dxs, fn))
                 else:
                     key = id(x.creator)
                     grads[key] = dx if key not in grads else grads[key] + dx
@@ -214,9 +214,27 @@ class Tensor:
         return shape_op.getitem(self, key)
 
 
-def _accumulate(leaf, grad):
-    # A copy the first time: grad may be a view of another array (Add passes dy through as is).
-    leaf.grad = grad.copy() if leaf.grad is None else leaf.grad + grad
+def _accumulate(leaf, grad, owned):
+    """Add grad into leaf.grad. The first gradient is kept as it is when nothing else holds its
+    memory (owned), and copied otherwise: a leaf's .grad outlives backward and may be changed in
+    place (`p.grad *= scale`), so it must never alias an array another op or leaf still uses.
+    Keeping it saves a copy kernel per parameter on the GPU (59 launches of a ResNet-20 step)."""
+    if leaf.grad is None:
+        leaf.grad = grad if owned else grad.copy()
+    else:
+        leaf.grad = leaf.grad + grad  # a new array: never in place into one that may be shared
+
+
+def _shares_memory(dx, dy, dxs, fn):
+    """Whether dx may share memory with what else fn.backward saw or returned: its upstream dy
+    (Add passes dy through as is, reshape returns a view of it), fn's other gradients, the
+    arrays fn saved and its inputs' data. Otherwise backward made dx for this input alone."""
+    xp = get_array_module(dx)
+    others = [dy, *(d for d in dxs if d is not dx), *(x.data for x in fn.inputs if x is not None)]
+    for value in vars(fn).values():  # what forward saved: arrays, or tuples of them
+        others += value if isinstance(value, (tuple, list)) else [value]
+    return any(xp.may_share_memory(dx, other) for other in others
+               if _is_array(other) and get_array_module(other) is xp)
 
 
 def _topological_order(root):

@@ -197,3 +197,55 @@ def test_the_readmes_ten_lines_print_what_their_comments_show():
     assert loss_line.startswith("tensor(2.") and loss_line.endswith(
         ", requires_grad=True) (16, 3, 3, 3)")
     assert model_line == "269722 (8, 10)"
+
+
+def test_a_leaf_gradient_never_aliases_another_array():
+    """backward keeps a freshly made gradient without copying it (a kernel launch per parameter
+    on a GPU), but a gradient that is passed through (Add), a view of the upstream gradient
+    (reshape) or handed to two inputs must be copied: changing one .grad in place (gradient
+    clipping does) must change nothing else."""
+    rng = np.random.default_rng(0)
+    a = tensor(rng.standard_normal((2, 3)), requires_grad=True)
+    b = tensor(rng.standard_normal((2, 3)), requires_grad=True)
+    c = tensor(rng.standard_normal(6), requires_grad=True)
+    upstream = rng.standard_normal((2, 3))
+    kept = upstream.copy()
+    (a + b + c.reshape(2, 3)).backward(upstream)  # Add gives dy to a and b; reshape a view of it
+    grads = [a.grad, b.grad, c.grad]
+    for i, g in enumerate(grads):
+        assert not np.may_share_memory(g, upstream)
+        for h in grads[i + 1:]:
+            assert not np.may_share_memory(g, h)
+    a.grad *= 0.0
+    np.testing.assert_array_equal(b.grad, kept)
+    np.testing.assert_array_equal(c.grad, kept.reshape(6))
+    np.testing.assert_array_equal(upstream, kept)
+
+    # A leaf's own backward: the caller's array is copied, not kept.
+    d = tensor(np.ones(3), requires_grad=True)
+    g = np.full(3, 2.0)
+    d.backward(g)
+    g[:] = 0.0
+    np.testing.assert_array_equal(d.grad, [2.0, 2.0, 2.0])
+
+
+def test_a_fresh_gradient_is_kept_without_a_copy_and_accumulates_out_of_place():
+    x = tensor(np.arange(3.0), requires_grad=True)
+    w = tensor(np.full(3, 2.0), requires_grad=True)
+    (x * w).backward(np.ones(3))
+    first = x.grad
+    assert not np.may_share_memory(first, w.data)  # dy * w is a new array
+    (x * w).backward(np.ones(3))  # a second backward adds into a new array
+    assert x.grad is not first and not np.may_share_memory(x.grad, first)
+    np.testing.assert_array_equal(first, [2.0, 2.0, 2.0])
+    np.testing.assert_array_equal(x.grad, [4.0, 4.0, 4.0])
+
+
+def test_changing_a_gradient_in_place_does_not_change_a_retained_graph():
+    x = tensor(np.arange(4.0), requires_grad=True)
+    y = x * 3.0
+    loss = y.sum()
+    loss.backward(retain_graph=True)
+    x.grad *= 0.0  # in place: the retained graph must not see it
+    loss.backward()
+    np.testing.assert_array_equal(x.grad, [3.0, 3.0, 3.0, 3.0])
