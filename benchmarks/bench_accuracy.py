@@ -1,0 +1,99 @@
+"""Accuracy: the same training run under the reference backend and the fast one (issue 16).
+
+Trains a CIFAR ResNet from the same weights on the same batches (the embedded sample, no
+augmentation; SGD with the paper's momentum and weight decay) three times: the reference backend
+in float64, which stands for the exact curve (its rounding is 1e-16, far below float32's); the
+reference in float32; and the fast backend (numba: its own convolutions, Winograd among them) in
+float32. Training amplifies every rounding difference, step after step, so no float32 run stays
+on the exact curve; the question is whether the fast backend strays further than float32 itself
+does. It passes (exit status 0) when its loss stays within `--factor` times the reference-float32
+run's distance from the exact curve, at every step and on average, plus 1e-6.
+
+    python benchmarks/bench_accuracy.py [--depth 20] [--batch 32] [--steps 150] [--fast numba]
+"""
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+import minires.functional as F
+from minires import backends, models, optim, tensor
+from minires.data import channel_stats, load_sample
+from minires.nn import init
+
+
+def loss_curve(backend, dtype, depth, batch, steps, seed=0):
+    """The training loss of each step, the model and the batches fixed by seed."""
+    init.manual_seed(seed)
+    model = models.resnet_cifar(depth)
+    for param in model.parameters():
+        param.data = param.data.astype(dtype)
+    for module in model.modules():
+        for name, buffer in module._buffers.items():
+            module._buffers[name] = buffer.astype(dtype)
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    x_train, y_train, _, _ = load_sample()
+    mean, std = channel_stats(x_train)
+    images = ((x_train / np.float32(255) - mean[:, None, None]) / std[:, None, None])
+    images = images.astype(dtype)  # (1000, 3, 32, 32)
+    order = np.random.default_rng(seed).permutation(len(images))
+    losses = []
+    with backends.using(backend):
+        for step in range(steps):
+            # Batches in a fixed random order, the sample repeated as often as needed.
+            pick = np.take(order, np.arange(step * batch, (step + 1) * batch), mode="wrap")
+            loss = F.cross_entropy(model(tensor(images[pick])), y_train[pick])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    return np.array(losses)
+
+
+def within_float32_noise(exact, reference32, fast32, factor=3.0):
+    """Whether fast32's loss curve stays as close to the exact one as reference32's, give or
+    take factor: at every step, within factor times the largest distance reference32 has reached
+    so far (early on, while float32's noise is still tiny, that is strict), and on average."""
+    noise, error = np.abs(reference32 - exact), np.abs(fast32 - exact)
+    band = factor * np.maximum.accumulate(noise) + 1e-6
+    return bool((error <= band).all() and error.mean() <= factor * noise.mean() + 1e-6)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--depth", type=int, default=20, help="6n+2: 8, 14, 20, ...")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--fast", default="numba", help="the backend to check")
+    parser.add_argument("--factor", type=float, default=3.0,
+                        help="how far past float32's own noise the fast backend may stray")
+    args = parser.parse_args(argv)
+
+    curves = {}
+    for name, backend, dtype in [("reference float64", "reference", np.float64),
+                                 ("reference float32", "reference", np.float32),
+                                 (f"{args.fast} float32", args.fast, np.float32)]:
+        start = time.perf_counter()
+        curves[name] = loss_curve(backend, dtype, args.depth, args.batch, args.steps)
+        print(f"{name:18} {args.steps} steps in {time.perf_counter() - start:5.1f} s, "
+              f"loss {curves[name][0]:.4f} -> {curves[name][-1]:.4f}")
+    exact = curves["reference float64"]
+    noise = np.abs(curves["reference float32"] - exact)
+    error = np.abs(curves[f"{args.fast} float32"] - exact)
+    print(f"ResNet-{args.depth}, batch {args.batch}: |loss - float64 reference's loss|")
+    print(f"{'step':>6} {'reference float32':>18} {args.fast + ' float32':>18}")
+    for step in sorted({1, 10, 25, 50, 100, args.steps} & set(range(1, args.steps + 1))):
+        print(f"{step:6d} {noise[step - 1]:18.2e} {error[step - 1]:18.2e}")
+    print(f"{'max':>6} {noise.max():18.2e} {error.max():18.2e}")
+    print(f"{'mean':>6} {noise.mean():18.2e} {error.mean():18.2e}")
+    within = within_float32_noise(exact, curves["reference float32"],
+                                  curves[f"{args.fast} float32"], args.factor)
+    print(f"{args.fast} float32 {'stays' if within else 'does NOT stay'} within {args.factor:g}x "
+          f"the float32 reference's distance from the exact curve")
+    return 0 if within else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
