@@ -13,10 +13,9 @@ CUDA for the PyTorch columns. Three parts, each printed as times and a ratio (>1
 `--count` needs no GPU: it runs one ResNet-20 training step on the CPU under the CUDA emulator
 and prints the kernel launches and device-to-host syncs the step would cost on CuPy
 (minires/backends/cuda/counting.py says what counts). The emulator is far too slow for batch
-128, so it runs at batch 4 unless --batch says otherwise. The count depends on the batch only
-through split-K (gpu.split_k, from each GEMM's shape), which sums its slices with one more
-launch: at batch 4 to 64, 30 GEMMs of a ResNet-20 step split K; at batch 128, 25 (stage 2's
-forward GEMMs have tiles enough), so batch 128 costs 5 launches fewer than batch 4:
+128, so it runs at batch 4 unless --batch says otherwise. The count does not depend on the
+batch: which GEMMs split K (gpu.split_k) does (30 of a step at batch 4, 25 at batch 128), but
+gemm_tiled sums the slices in the same launch, so a split GEMM is one launch like the others:
 
     python benchmarks/bench_gpu.py --count [--batch 4] [--by-name]
 """

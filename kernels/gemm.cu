@@ -45,9 +45,17 @@
    as 0 (contributing nothing) and out-of-range elements of C are not stored. Every thread
    reaches every __syncthreads(), including threads whose outputs fall outside C.
    Split K: blockIdx.z takes the slice [z*k_per_split, (z+1)*k_per_split) of K and writes its
-   partial product to C + z*M*N; the wrapper sums the slices. The weight gradient needs this: its
-   C is tiny (16 x 144 in ResNet-20's first stage: 3 blocks for 132 SMs) while K = N*H_out*W_out
-   is 131072 at batch 128.
+   partial product to partials + z*M*N (row-major). The weight gradient needs this: its C is tiny
+   (16 x 144 in ResNet-20's first stage: 3 blocks for 132 SMs) while K = N*H_out*W_out is 131072
+   at batch 128. The slices are summed in the same launch, by whichever block of a tile of C
+   finishes last (CUDA's threadFenceReduction sample): each thread fences its stores, the block
+   meets at a barrier, and thread 0 counts the block in with an atomicAdd on the tile's counter;
+   the block that brings the count to gridDim.z sums the slices z = 0, 1, ... in that fixed order
+   (never "its own first"), so the result has the same bits whatever order blocks finish in, and
+   resets the counter to 0 for the next launch. tile_counters (one int per tile, at least
+   gridDim.x * gridDim.y) are zero before a launch and after it; the wrapper keeps one zeroed
+   array per device, which is why two split-K products must not run at once on two streams.
+   Without this, summing the slices was one more launch per split GEMM (25-30 a ResNet-20 step).
 
    Images: conv2d's channel-major matrices, (C, N*H*W) with column (n, p), are stored by the
    network as NCHW images, (N, C, H*W). With a_hw > 0 (b_hw, c_hw likewise) op(A) is read as such
@@ -57,7 +65,8 @@
    Neighbouring columns stay neighbours within an image, so reads and writes stay coalesced.
 
    Launch: block (256), grid (ceil(N / 64), ceil(M / 64), splits), no dynamic shared memory.
-   Resources (ptxas -v): 2 * 16 * 65 floats = 8320 bytes of static shared memory; 48 registers
+   Resources (ptxas -v, before split K was summed in the kernel: re-measure):
+   2 * 16 * 65 floats = 8320 bytes of static shared memory; 48 registers
    on sm_80 and sm_90 (64 on sm_75), 0 bytes spilled. At 48 registers x 256 threads an SM
    holds 5 blocks (register file: 64K), 40 warps of its 64: enough to hide the latencies.
    On paper: per step of k a warp issues 8 shared loads (4 of As, 4 of Bs) for 16 FMAs. An SM
@@ -127,8 +136,8 @@ constexpr int THREADS = (BM / TM) * (BN / TN);     // 256 threads per block
 
 extern "C" __global__ void __launch_bounds__(THREADS)
 gemm_tiled(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
-           int M, int N, int K, int trans_a, int trans_b, int k_per_split, int a_hw, int b_hw,
-           int c_hw)
+           float* __restrict__ partials, int* __restrict__ tile_counters, int M, int N, int K,
+           int trans_a, int trans_b, int k_per_split, int a_hw, int b_hw, int c_hw)
 {
     __shared__ float As[BK][BM + 1];  // As[k][m] = op(A)[m0 + m][k0 + k]; +1: fewer bank conflicts
     __shared__ float Bs[BK][BN + 1];  // Bs[k][n] = op(B)[k0 + k][n0 + n]
@@ -187,7 +196,23 @@ gemm_tiled(const float* __restrict__ A, const float* __restrict__ B, float* __re
         __syncthreads();  // everyone has finished reading before the next copy overwrites
     }
 
-    float* C_slice = C + blockIdx.z * M * N;  // (M, N) partial product of this slice of K
+    if (gridDim.z == 1) {  // K in one slice: the product itself
+        #pragma unroll
+        for (int i = 0; i < TM; ++i) {
+            #pragma unroll
+            for (int j = 0; j < TN; ++j) {
+                const int m = m0 + ty + i * (BM / TM);
+                const int n = n0 + tx + j * (BN / TN);
+                if (m < M && n < N) {
+                    C[matrix_index(m, n, M, N, c_hw)] = acc[i][j];
+                }
+            }
+        }
+        return;
+    }
+
+    // Split K: store this slice's partial product, then the last block of the tile sums them.
+    float* slice = partials + blockIdx.z * M * N;  // (M, N) row-major
     #pragma unroll
     for (int i = 0; i < TM; ++i) {
         #pragma unroll
@@ -195,7 +220,39 @@ gemm_tiled(const float* __restrict__ A, const float* __restrict__ B, float* __re
             const int m = m0 + ty + i * (BM / TM);
             const int n = n0 + tx + j * (BN / TN);
             if (m < M && n < N) {
-                C_slice[matrix_index(m, n, M, N, c_hw)] = acc[i][j];
+                slice[m * N + n] = acc[i][j];
+            }
+        }
+    }
+    __shared__ int is_last;  // whether this block is the tile's last to finish
+    __threadfence();  // this thread's stores reach every block before the count below
+    __syncthreads();  // ... for every thread of the block
+    if (threadIdx.x == 0) {
+        const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+        const int finished_before = atomicAdd(&tile_counters[tile], 1);
+        is_last = finished_before == (int)gridDim.z - 1;
+        if (is_last) {
+            tile_counters[tile] = 0;  // every block of the tile has counted: ready for next time
+        }
+    }
+    __syncthreads();
+    if (!is_last) {
+        return;
+    }
+    __threadfence();
+    const volatile float* slices = partials;  // volatile: read memory, not a stale cache line
+    #pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        #pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int m = m0 + ty + i * (BM / TM);
+            const int n = n0 + tx + j * (BN / TN);
+            if (m < M && n < N) {
+                float sum = 0.0f;
+                for (int z = 0; z < (int)gridDim.z; ++z) {  // in order: the same bits every run
+                    sum += slices[z * M * N + m * N + n];
+                }
+                C[matrix_index(m, n, M, N, c_hw)] = sum;
             }
         }
     }

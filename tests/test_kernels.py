@@ -42,6 +42,7 @@ GEMM_CASES = [
     (65, 63, 17),  # one past / one short of the tile in every direction
     (130, 70, 40),  # several tiles and K steps
     (20, 30, 1000),  # one tile of C: K is split into slices (split_k)
+    (70, 130, 700),  # 2 x 3 tiles, K in 5 slices, each tile summed by its last block
 ]
 
 TRANSPOSES = [(False, False), (True, False), (False, True), (True, True)]
@@ -293,6 +294,18 @@ def test_a_result_that_depends_on_thread_order_is_caught():
     y, count = np.zeros(100, np.float32), np.zeros(1, np.float32)
     with pytest.raises(emulator.EmulatorError, match="depends on the order threads run"):
         stricter("compact_unordered")((1,), (128,), (x, y, count, np.int32(100)))
+
+
+def test_blocks_are_ordered_only_by_a_fence_and_an_atomic():
+    """The last-block sum (gemm_tiled's split K) passes, in both block orders; without the
+    fence, the last block's read of another block's partial sum is a race."""
+    x = random(1000)
+    partial, count, total = np.zeros(8, np.float32), np.zeros(1, np.int32), np.zeros(1, np.float32)
+    correct("last_block_sum")((8,), (128,), (x, partial, count, total, np.int32(1000)))
+    np.testing.assert_allclose(total[0], x.sum(), rtol=1e-5, atol=1e-4)
+    assert count[0] == 0
+    with pytest.raises(emulator.EmulatorError, match="data race on element 0 of partial"):
+        stricter("last_block_unfenced")((8,), (128,), (x, partial, count, total, np.int32(1000)))
 
 
 @pytest.mark.parametrize("threads", [48, 100, 256])

@@ -41,6 +41,7 @@ dim3 block_idx();
 dim3 block_dim();
 dim3 grid_dim();
 void syncthreads(int line);
+void threadfence();
 float atomic_add(float* address, float value);
 int atomic_add(int* address, int value);
 }  // namespace emu
@@ -68,6 +69,9 @@ int atomic_add(int* address, int value);
 // The line of each __syncthreads() in the kernel's source: threads of one block must all wait at
 // the same one (on a GPU, two different barriers in divergent code hang or misbehave).
 #define __syncthreads() ::emu::syncthreads(__LINE__)
+// A fence, then an atomic, publishes the block's earlier stores to the block whose atomic on the
+// same word comes later (the "last block" pattern): emu_runtime.cpp orders them, nothing else.
+#define __threadfence() ::emu::threadfence()
 inline float atomicAdd(float* address, float value) { return emu::atomic_add(address, value); }
 inline int atomicAdd(int* address, int value) { return emu::atomic_add(address, value); }
 inline int min(int a, int b) { return a < b ? a : b; }

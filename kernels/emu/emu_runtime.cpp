@@ -28,7 +28,12 @@
       thread that wrote it, the last that updated it with an atomic, and the threads that read
       it since (up to 16 besides the last), each with the epoch they did it in. Two accesses by
       different threads race unless a __syncthreads() separates them (same block, earlier
-      epoch) or both are atomics; threads of different blocks are never ordered within a launch.
+      epoch) or both are atomics. Threads of different blocks are ordered within a launch only
+      through a fence and an atomic (the "last block" pattern of a grid-wide sum): a thread that
+      has called __threadfence() and then updates a word atomically publishes what its block did
+      before (earlier epochs, and its own accesses); a later atomic on that word, by a thread of
+      another block, makes it visible to that thread, and after the next __syncthreads() to the
+      whole block. Any other order across blocks is a race.
       Shared memory starts every block unwritten, so reading a word of it (or adding to it
       atomically) before any thread of the block has written it is reported as well.
    4. The barrier must be the same one: every thread of a block waits at the same
@@ -75,6 +80,20 @@ struct Fiber {
     const char* loads[4];  // the last global words it loaded since it last ran
     int num_loads;
     int barrier_line;      // the source line of the __syncthreads() it waits at
+    bool fenced;           // has called __threadfence() in this block
+};
+
+// A block's accesses published by a fence and an atomic: those of its threads before epoch
+// `epoch`, and all of `thread`'s (grid-wide linear id + 1, as in Touch).
+struct Release {
+    int block, epoch, thread;
+};
+
+// What an atomic made visible to the running block: `release`, from `epoch` on for the whole
+// block, at once for `thread`, the one whose atomic saw it.
+struct Acquire {
+    Release release;
+    int epoch, thread;
 };
 
 // The last access to a word: thread is the grid-wide linear thread id + 1 (0: none yet).
@@ -118,6 +137,8 @@ struct Emulator {
     Memory shared;
     bool running = false;
     bool failed = false;
+    std::vector<std::pair<const char*, Release>> releases;  // per atomic word, in this launch
+    std::vector<Acquire> acquired;  // by the running block
     // The fiber stacks, one mapping reused by every launch: [stacks, stacks_end).
     char* stacks = nullptr;
     char* stacks_end = nullptr;
@@ -244,8 +265,10 @@ void run_block()
     for (Fiber& fiber : now.fibers) {
         fiber.state = State::runnable;
         fiber.num_loads = 0;
+        fiber.fenced = false;
     }
     now.epoch = 0;
+    now.acquired.clear();
     std::fill(now.shared.words.begin(), now.shared.words.end(), Word());  // fresh shared memory
     now.shared.reader_sets.clear();
 
@@ -306,12 +329,38 @@ void run_block()
 
 // -- memory checks -------------------------------------------------------------------------------
 
-// Does `before` happen before the running thread's access? Only through a barrier of one block.
+// Does `before` happen before the running thread's access? Through a barrier of one block, or
+// a fence and an atomic between blocks.
 bool ordered(Touch before)
 {
     const int me = running_thread() + 1;
-    const bool same_block = (before.thread - 1) / now.threads_per_block == now.block;
-    return before.thread == me || (same_block && before.epoch < now.epoch);
+    const int block = (before.thread - 1) / now.threads_per_block;
+    if (before.thread == me || (block == now.block && before.epoch < now.epoch)) {
+        return true;
+    }
+    for (const Acquire& a : now.acquired) {
+        const Release& r = a.release;
+        const bool published = r.block == block
+                               && (before.epoch < r.epoch || before.thread == r.thread);
+        if (published && (a.thread == me || a.epoch < now.epoch)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// An atomic on p: take what earlier blocks published on p; publish this block's, if fenced.
+void release_and_acquire(const char* p)
+{
+    const int me = running_thread() + 1;
+    for (const auto& [word, release] : now.releases) {
+        if (word == p && release.block != now.block) {
+            now.acquired.push_back({release, now.epoch, me});
+        }
+    }
+    if (now.fibers[now.current].fenced) {
+        now.releases.push_back({p, {now.block, now.epoch, me}});
+    }
 }
 
 // "element 12 of x" for an array argument (all are 4-byte types), "__shared__ memory" otherwise.
@@ -335,8 +384,9 @@ void report_race(const Memory& memory, const char* p, const char* access, Touch 
                   "data race on %s: this thread %s it, %s %s it, and no __syncthreads() "
                   "separates the two%s",
                   where, access, them, other_access,
-                  same_block ? "" : " (threads of different blocks are never ordered within "
-                                    "one launch: use atomics or a second launch)");
+                  same_block ? "" : " (threads of different blocks are ordered within one "
+                                    "launch only by a __threadfence() before an atomic that a "
+                                    "later block's atomic sees: use atomics or a second launch)");
     fail(message, true);
 }
 
@@ -481,6 +531,11 @@ dim3 block_idx() { return now.block_idx; }
 dim3 block_dim() { return now.block_dim; }
 dim3 grid_dim() { return now.grid_dim; }
 
+void threadfence()
+{
+    now.fibers[now.current].fenced = true;
+}
+
 void syncthreads(int line)
 {
     now.fibers[now.current].state = State::at_barrier;
@@ -491,6 +546,7 @@ void syncthreads(int line)
 float atomic_add(float* address, float value)
 {
     on_access(address, sizeof value, Kind::atomic);  // checks bounds, lets others run first
+    release_and_acquire(reinterpret_cast<const char*>(address));
     const float old = *address;  // then one indivisible read-modify-write: no fiber switch here
     *address = old + value;
     return old;
@@ -499,6 +555,7 @@ float atomic_add(float* address, float value)
 int atomic_add(int* address, int value)
 {
     on_access(address, sizeof value, Kind::atomic);
+    release_and_acquire(reinterpret_cast<const char*>(address));
     const int old = *address;
     *address = old + value;
     return old;
@@ -529,6 +586,7 @@ int run(Launch& launch, void (*body)(void**), void** args)
     now.shared.words.resize(detect ? (__stop_emu_shared - __start_emu_shared) / 4 + 2 : 0);
 
     make_fibers();
+    now.releases.clear();
     now.failed = false;
     now.running = true;
     const int blocks = now.grid_dim.x * now.grid_dim.y * now.grid_dim.z;

@@ -8,7 +8,11 @@
    histogram        counts[b] = how many x[i] have (int)x[i] == b (clamped to 0..bins-1), bins
                     <= 64: per-block bins in shared memory by atomicAdd, zeroed and read back
                     with barriers between, then added into counts with global atomics.
-   Layout: contiguous float32 arrays.
+   last_block_sum   total[0] = sum of x: each block's thread 0 stores its block's sum in
+                    partial[blockIdx.x], fences, and counts the block in with atomicAdd on
+                    count[0]; the last block sums partial[] in index order and resets count[0]
+                    (gemm_tiled's split K does the same per tile). count[0] is 0 before.
+   Layout: contiguous float32 arrays (count: int32).
 */
 
 extern "C" __global__ void tree_sum(const float* __restrict__ x, float* __restrict__ y, int n)
@@ -62,5 +66,33 @@ extern "C" __global__ void histogram(const float* __restrict__ x, float* __restr
     __syncthreads();
     for (int b = threadIdx.x; b < bins; b += blockDim.x) {
         atomicAdd(&counts[b], local[b]);
+    }
+}
+
+extern "C" __global__ void last_block_sum(const float* __restrict__ x, float* __restrict__ partial,
+                                         int* __restrict__ count, float* __restrict__ total,
+                                         int n)
+{
+    __shared__ int is_last;
+    if (threadIdx.x == 0) {
+        float sum = 0.0f;
+        for (int i = blockIdx.x * blockDim.x; i < min(n, (int)((blockIdx.x + 1) * blockDim.x));
+             ++i) {
+            sum += x[i];
+        }
+        partial[blockIdx.x] = sum;
+        __threadfence();  // the partial sum is visible to every block before the count says so
+        is_last = atomicAdd(count, 1) == (int)gridDim.x - 1;
+    }
+    __syncthreads();
+    if (is_last && threadIdx.x == 0) {
+        __threadfence();
+        const volatile float* sums = partial;
+        float sum = 0.0f;
+        for (int b = 0; b < (int)gridDim.x; ++b) {
+            sum += sums[b];
+        }
+        total[0] = sum;
+        count[0] = 0;
     }
 }

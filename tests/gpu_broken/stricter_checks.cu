@@ -13,6 +13,8 @@
                         of 2 (with 48 threads, partial[2] is never added).
    shared_overflow      tile[threadIdx.x + 1] = ...: the last thread writes one past the end of a
                         __shared__ array, into whatever the compiler placed after it.
+   last_block_unfenced  correct_kernels.cu's last_block_sum without its __threadfence(): the
+                        last block may read partial sums still on their way to memory.
    Layout: contiguous float32 arrays; n elements. Launch: 1-D, one block unless said otherwise.
 */
 
@@ -104,5 +106,31 @@ extern "C" __global__ void shared_overflow(const float* __restrict__ x, float* _
     __syncthreads();
     if (t < n) {
         y[t] = tile[t] + neighbour[t];
+    }
+}
+
+extern "C" __global__ void last_block_unfenced(const float* __restrict__ x,
+                                               float* __restrict__ partial,
+                                               int* __restrict__ count, float* __restrict__ total,
+                                               int n)
+{
+    __shared__ int is_last;
+    if (threadIdx.x == 0) {
+        float sum = 0.0f;
+        for (int i = blockIdx.x * blockDim.x; i < min(n, (int)((blockIdx.x + 1) * blockDim.x));
+             ++i) {
+            sum += x[i];
+        }
+        partial[blockIdx.x] = sum;  // BUG: no __threadfence() before the count
+        is_last = atomicAdd(count, 1) == (int)gridDim.x - 1;
+    }
+    __syncthreads();
+    if (is_last && threadIdx.x == 0) {
+        float sum = 0.0f;
+        for (int b = 0; b < (int)gridDim.x; ++b) {
+            sum += partial[b];
+        }
+        total[0] = sum;
+        count[0] = 0;
     }
 }

@@ -135,12 +135,29 @@ def _gemm_tiled(a, b, M, N, K, trans_a, trans_b, a_hw=0, b_hw=0, c_hw=0):
     if M == 0 or N == 0:
         return _empty(a, (M, N))  # nothing to compute, and no tiles to split K over
     splits, k_per_split = split_k(M, N, K)
-    c = _empty(a, (splits, M, N))  # one partial product per slice of K (each as images if c_hw)
-    _check_fits("gemm", a.size, b.size, c.size)
+    c = _empty(a, (M, N))  # as images (N // c_hw, M, c_hw) when c_hw
+    # One partial product per slice of K, summed by the kernel (unused when K is not split).
+    partials = _empty(a, (splits, M, N) if splits > 1 else (1,))
+    _check_fits("gemm", a.size, b.size, c.size, partials.size)
     launch("gemm_tiled", grid=(ceil_div(N, TILE_N), ceil_div(M, TILE_M), splits),
            block=(TILED_THREADS,),
-           args=(a, b, c, *_int32(M, N, K, trans_a, trans_b, k_per_split, a_hw, b_hw, c_hw)))
-    return c[0] if splits == 1 else c.sum(axis=0)
+           args=(a, b, c, partials, tile_counters(a),
+                 *_int32(M, N, K, trans_a, trans_b, k_per_split, a_hw, b_hw, c_hw)))
+    return c
+
+
+_tile_counters = {}  # (array module, device): gemm_tiled's split-K counters, kept all zero
+
+
+def tile_counters(like):
+    """The zeroed int32 counters gemm_tiled's split K counts finished slices in, one per tile
+    (split_k splits only when C has fewer than TARGET_BLOCKS tiles), on like's device. Made once
+    per device: the kernel leaves them zero, so no launch zeroes them again."""
+    xp = get_array_module(like)
+    key = (xp.__name__, getattr(getattr(like, "device", None), "id", None))
+    if key not in _tile_counters:
+        _tile_counters[key] = xp.zeros(TARGET_BLOCKS, dtype=np.int32)
+    return _tile_counters[key]
 
 
 def split_k(M, N, K):

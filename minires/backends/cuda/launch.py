@@ -33,8 +33,9 @@ KERNEL_FILES = {
 }
 
 # The C parameter types the kernels use, and what a Python argument must be for each.
-PARAM_TYPES = {"float*": "a contiguous float32 array", "int": "numpy.int32",
-               "float": "numpy.float32"}
+PARAM_TYPES = {"float*": "a contiguous float32 array", "int*": "a contiguous int32 array",
+               "int": "numpy.int32", "float": "numpy.float32"}
+POINTER_DTYPES = {"float*": np.float32, "int*": np.int32}
 
 
 def ceil_div(n, d):
@@ -122,9 +123,9 @@ def check_args(kernel_name, params, args):
         if ctype not in PARAM_TYPES:
             raise TypeError(f"{kernel_name}: parameter {name} has type {ctype}, which launch() "
                             f"does not marshal (it knows {sorted(PARAM_TYPES)})")
-        if ctype == "float*":
+        if ctype in POINTER_DTYPES:
             is_array = isinstance(arg, np.ndarray) or get_array_module(arg) is not np
-            ok = is_array and arg.dtype == np.float32 and arg.flags.c_contiguous
+            ok = is_array and arg.dtype == POINTER_DTYPES[ctype] and arg.flags.c_contiguous
         else:
             ok = isinstance(arg, np.int32 if ctype == "int" else np.float32)
         if not ok:
