@@ -91,6 +91,9 @@ def build_parser():
     p.add_argument("--change-config", action="store_true", help="with --resume: continue with "
                    "the options given here as if the run had been started with them")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--cuda-graph", action="store_true", help="capture one training step as a "
+                   "CUDA graph and replay it (GPU: no launch overhead; elsewhere the same "
+                   "path runs without capture); the README says when it cannot be used")
 
     p = commands.add_parser(
         "eval", parents=[common], help="test accuracy of a checkpoint, minires's or PyTorch's",
@@ -132,7 +135,7 @@ def run(args):
     if args.command == "train":
         summary = training.train(train_config(args), resume=args.resume,
                                  overwrite=args.overwrite, change_config=args.change_config,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, cuda_graph=args.cuda_graph)
         print(f"{summary['evaluated_on']} accuracy {summary['test_accuracy']:.4f} after "
               f"{summary['iterations']} iterations; plot: {summary['plot']}")
     elif args.command == "eval":

@@ -148,9 +148,14 @@ def train_step(model, batch, optimizer):
 class Run:
     """A training run: build it from a TrainConfig, then call fit(). Holds the live objects."""
 
-    def __init__(self, config):
+    def __init__(self, config, cuda_graph=False):
         self.config = config
         check_config(config)
+        self.train_step = train_step
+        if cuda_graph:  # the same step, captured once and replayed (backends/cuda/graph.py)
+            from .backends.cuda.graph import GraphedStep
+
+            self.train_step = GraphedStep(train_step, cross_entropy)
         x_train, y_train, x_eval, y_eval = load_data(config)
         if config.batch > len(x_train):
             raise ConfigError(f"--batch {config.batch} is larger than the training set "
@@ -239,7 +244,7 @@ class Run:
                 lr = self.schedule.lr(self.iteration, train_error=wrong / seen if seen else 1.0)
                 self.optimizer.lr = lr
                 try:
-                    loss_value, logits = train_step(self.model, (x, y), self.optimizer)
+                    loss_value, logits = self.train_step(self.model, (x, y), self.optimizer)
                 except FloatingPointError as e:  # a loss of nan or inf
                     bar.close()
                     raise self.diverged(str(e), lr) from e
@@ -295,13 +300,14 @@ class Run:
 
 
 def train(config, resume=False, overwrite=False, change_config=False, progress=True,
-          on_epoch_end=None):
+          on_epoch_end=None, cuda_graph=False):
     """Run (or with resume=True, continue) a training run; returns its summary.
 
     A run is never lost by accident: a folder (config.out) that holds one is an error unless
     resume=True (continue it, with the options it was started with, or with changes that
     change_config=True accepts) or overwrite=True (start afresh; its files are replaced as the
     new run writes them). What an interrupted checkpoint write left behind is removed first.
+    cuda_graph=True replays each step from a CUDA graph (README: what it buys, when it cannot).
     """
     check_config(config)
     path = os.path.join(config.out, CHECKPOINT)
@@ -324,7 +330,7 @@ def train(config, resume=False, overwrite=False, change_config=False, progress=T
                               "another --out")
     if os.path.isdir(config.out):
         checkpoint.remove_stale_temp_files(config.out)
-    run = Run(config)
+    run = Run(config, cuda_graph=cuda_graph)
     if state is not None:
         run.load_state(state, path)
         print(resume_note(run))

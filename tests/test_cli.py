@@ -276,3 +276,25 @@ def test_the_warmup_flag_turns_resnet110s_warmup_on_and_off(tmp_path, flag, dept
     run = training.Run(cli.train_config(args))
     assert run.schedule.warming_up is expect
     assert run.schedule.lr(0) == pytest.approx(0.01 if expect else 0.1)
+
+
+def test_cuda_graph_trains_the_same_steps(tmp_path, capsys, monkeypatch):
+    """--cuda-graph on the CPU runs GraphedStep without capture (tests/test_cuda_backend.py runs
+    it under the emulated GPU): the run's losses are those of a run without it, learning-rate
+    drops included (--iters 4: the paper schedule drops at iterations 2 and 3)."""
+    from minires.backends.cuda import graph
+
+    replays = []
+    real_replay = graph.GraphedStep._replay
+    monkeypatch.setattr(graph.GraphedStep, "_replay",
+                        lambda self: (replays.append(1), real_replay(self)))
+    steps = {}
+    for flag in ([], ["--cuda-graph"]):
+        out = tmp_path / ("graph" if flag else "eager")
+        assert main(capsys, "train", *SMALL, "--iters", 4, "--out", out, *flag)[0] == 0
+        steps[bool(flag)] = training.load_checkpoint(out / training.CHECKPOINT)["steps"]
+    assert len(replays) == 3  # iterations 2-4; the first runs eagerly
+    assert [s["lr"] for s in steps[True]] == [s["lr"] for s in steps[False]]
+    assert len({s["lr"] for s in steps[True]}) == 3
+    np.testing.assert_allclose([s["loss"] for s in steps[True]],
+                               [s["loss"] for s in steps[False]], rtol=1e-6)
