@@ -168,8 +168,9 @@ def test_five_emulated_training_steps_match_the_cpu():
 
 def test_a_graphed_step_replays_the_eager_steps():
     """train --cuda-graph's GraphedStep under the emulator (no capture: "replay" runs the step on
-    the static buffers): the same losses as train_step, a capture per learning rate, the replay
-    reading each new batch (not the first one again), and a smaller batch run eagerly."""
+    the static buffers): the same losses as train_step, a capture per learning rate and after a
+    parameter's array is replaced, the replay reading each new batch (not the first one again),
+    and a smaller batch run eagerly."""
     from minires.backends.cuda import emulator
     from minires.backends.cuda.graph import GraphedStep
     from minires.ops.loss import cross_entropy
@@ -189,10 +190,12 @@ def test_a_graphed_step_replays_the_eager_steps():
         losses[mode] = []
         # The kernels' own tests check for races; here only the path matters.
         with backends.using("cuda"), emulator.race_detection(False):
-            for (x, y), lr in zip(batches, lrs):
+            for i, ((x, y), lr) in enumerate(zip(batches, lrs)):
                 sgd.lr = lr
+                if i == 4:  # as load_state_dict does: a parameter's array replaced
+                    sgd.params[0].data = sgd.params[0].data.copy()
                 loss, logits = step(model, (tensor(x), y), sgd)
                 assert logits.shape == (len(y), 10)
                 losses[mode].append(loss)
     np.testing.assert_allclose(losses["graph"], losses["eager"], rtol=1e-6)
-    assert (step.captures, step.replays) == (2, 4)  # lr 0.1 and 0.05; steps 2-5
+    assert (step.captures, step.replays) == (3, 4)  # lr 0.1, 0.05, a new array; steps 2-5

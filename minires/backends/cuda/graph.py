@@ -23,7 +23,8 @@ class GraphedStep:
     kernels). The second captures one step (zero_grad, forward, loss, backward, SGD) reading
     static input and label buffers; from then on each call copies its batch into them and
     replays the graph. A batch of another shape (a last partial batch) runs eagerly; a new
-    learning rate, which the graph holds as a kernel argument, is captured afresh.
+    learning rate, which the graph holds as a kernel argument, is captured afresh, and so are
+    parameters or buffers replaced by new arrays (load_state_dict): the graph holds addresses.
     On NumPy arrays (the CPU, the emulator) nothing is captured: "replay" runs the same step
     function on the same static buffers, so the tests run this code path without a GPU.
     """
@@ -33,7 +34,7 @@ class GraphedStep:
         self.static_x = self.static_y = None  # the buffers the graph reads
         self.graph = None  # a cupy.cuda.Graph, or an _Emulated one
         self.pool = None  # the memory pool the graph's arrays live in (kept as long as it)
-        self.captured_lr = None
+        self.captured = None  # the learning rate and arrays the graph holds (_holds)
         self.captures = 0
         self.replays = 0
         self.outputs = None  # (loss, logits) Tensors, rewritten by each replay
@@ -49,7 +50,7 @@ class GraphedStep:
             return result
         if x_data.shape != self.static_x.shape or np.shape(y) != self.static_y.shape:
             return self.eager_step(model, batch, optimizer)  # a partial batch: not the graph's
-        if self.graph is None or optimizer.lr != self.captured_lr:
+        if self.graph is None or not self._still_holds(model, optimizer):
             self._capture(model, optimizer)
         self.static_x[...] = x_data  # copies on the current stream, before the replay on it
         self.static_y[...] = y
@@ -59,6 +60,18 @@ class GraphedStep:
         if not math.isfinite(loss_value):  # unlike train_step, after the update: the graph
             raise FloatingPointError(f"the loss became {loss_value}")  # cannot stop half-way
         return loss_value, logits
+
+    @staticmethod
+    def _holds(model, optimizer):
+        """The learning rate and the arrays that a captured step reads and writes in place."""
+        return optimizer.lr, [p.data for p in optimizer.params] + list(model.buffers())
+
+    def _still_holds(self, model, optimizer):
+        """Whether the graph's learning rate and arrays are still the model's and optimizer's."""
+        lr, arrays = self._holds(model, optimizer)
+        captured_lr, captured_arrays = self.captured
+        return lr == captured_lr and len(arrays) == len(captured_arrays) and all(
+            a is b for a, b in zip(arrays, captured_arrays))
 
     def _step_function(self, model, optimizer):
         from ...tensor import Tensor
@@ -76,7 +89,7 @@ class GraphedStep:
     def _capture(self, model, optimizer):
         step = self._step_function(model, optimizer)
         self.graph, self.pool = None, None  # drop an old graph before its memory
-        self.captured_lr = optimizer.lr
+        self.captured = self._holds(model, optimizer)
         self.captures += 1
         if get_array_module(self.static_x) is np:
             self.graph = _Emulated(step)
