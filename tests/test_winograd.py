@@ -1,18 +1,26 @@
-"""Winograd's F(2x2, 3x3) in the reference backend against its im2col + GEMM convolution.
+"""Winograd's F(2x2, 3x3) and F(4x4, 3x3) against the im2col + GEMM convolution: the reference
+backend's winograd_conv2d, then the numba kernels (winograd.py: forward, input and weight
+gradients) and where the numba backend uses them.
 
-Odd sizes on purpose: H and W that leave a partial 2x2 tile, batch 1, channel counts that are
-not multiples of anything, padding 0 and 1. In float64 the two agree to rounding (1e-12); in
-float32 the transforms' additions cost a little more rounding than a direct sum (the tolerance
-below, relative to the largest output, is what F(2x2, 3x3) needs; F(4x4, 3x3) would need more).
+Odd sizes on purpose: H and W that leave a partial tile, batch 1, channel counts that are not
+multiples of anything, padding 0 and 1. In float64 the two agree to rounding (1e-12); in float32
+the transforms' additions cost more rounding than a direct sum. The tolerances below, relative to
+the largest output, are what each tile needs: measured, F(2x2) stays within 1e-6 of the largest
+output (a direct sum: 1e-7), F(4x4), whose transforms multiply by up to 8 and divide by 24,
+within 5e-6; the tests allow 10x that.
 """
 
 import numpy as np
 import pytest
 
+import minires.functional as F
+from minires import backends, tensor
+from minires.backends.numba import NumbaDirect, winograd
 from minires.backends.reference import (
     WINOGRAD_A_T,
     WINOGRAD_B_T,
     WINOGRAD_G,
+    WINOGRAD_MATRICES,
     Reference,
     winograd_conv2d,
 )
@@ -26,18 +34,25 @@ CASES = [
     ((1, 2, 9, 4), 5, (1, 0)),
 ]
 reference = Reference()
+TOLERANCE = {(np.float64, 2): 1e-12, (np.float64, 4): 1e-12,
+             (np.float32, 2): 1e-5, (np.float32, 4): 5e-5}
+DTYPES_AND_TILES = list(TOLERANCE)
 
 
-@pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def assert_close(got, expected, dtype, tile):
+    """got agrees with expected to TOLERANCE, relative to expected's largest value."""
+    assert got.shape == expected.shape and got.dtype == dtype
+    assert np.abs(got - expected).max() <= TOLERANCE[dtype, tile] * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("dtype, tile", DTYPES_AND_TILES)
 @pytest.mark.parametrize("x_shape, C_out, padding", CASES)
-def test_winograd_matches_im2col_gemm(x_shape, C_out, padding, dtype, tolerance):
+def test_winograd_matches_im2col_gemm(x_shape, C_out, padding, dtype, tile):
     rng = np.random.default_rng(0)
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal((C_out, x_shape[1], 3, 3)).astype(dtype)
     expected, _ = reference.conv2d_forward(x, w, None, (1, 1), padding)
-    y = winograd_conv2d(x, w, padding)
-    assert y.shape == expected.shape and y.dtype == dtype
-    assert np.abs(y - expected).max() <= tolerance * np.abs(expected).max()
+    assert_close(winograd_conv2d(x, w, padding, tile), expected, dtype, tile)
 
 
 @pytest.mark.parametrize("x_shape, C_out, padding", CASES)
@@ -63,3 +78,73 @@ def test_the_1d_transforms_compute_two_outputs_with_four_multiplies():
     products = (WINOGRAD_G @ g) * (WINOGRAD_B_T @ d)  # 4 multiplies (G g is per filter, once)
     assert products.shape == (4,)
     np.testing.assert_allclose(WINOGRAD_A_T @ products, direct, rtol=1e-12)
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+def test_each_tile_computes_its_1d_outputs(tile):
+    """F(m, 3): A^T [(G g) * (B^T d)] is the 3-tap correlation of m + 2 inputs."""
+    B_T, G, A_T = WINOGRAD_MATRICES[tile]
+    rng = np.random.default_rng(3)
+    d, g = rng.standard_normal(tile + 2), rng.standard_normal(3)
+    direct = np.array([d[i:i + 3] @ g for i in range(tile)])
+    np.testing.assert_allclose(A_T @ ((G @ g) * (B_T @ d)), direct, rtol=1e-12)
+
+
+# -- the numba kernels (backends/numba/winograd.py) ----------------------------------------------
+NUMBA_CASES = CASES + [
+    ((2, 17, 9, 7), 5, (1, 1)),  # more channels than a tile row holds, fewer than two
+    ((1, 3, 11, 13), 17, (0, 0)),  # partial tiles at the bottom and the right for both tiles
+    ((37, 8, 8, 8), 16, (1, 1)),  # groups of images, the last one short
+    ((2, 32, 6, 10), 33, (1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype, tile", DTYPES_AND_TILES)
+@pytest.mark.parametrize("x_shape, C_out, padding", NUMBA_CASES)
+def test_numba_winograd_matches_the_reference_convolution(x_shape, C_out, padding, dtype, tile):
+    """Forward, input gradient and weight gradient, each against im2col + GEMM (+ col2im)."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((C_out, x_shape[1], 3, 3)).astype(dtype)
+    y, saved = reference.conv2d_forward(x, w, None, (1, 1), padding)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx, dw, _ = reference.conv2d_backward(dy, saved, (1, 1), padding, bias_grad=False)
+    assert_close(winograd.conv2d(x, w, padding, tile), y, dtype, tile)
+    assert_close(winograd.conv2d_input_grad(dy, w, padding, tile), dx, dtype, tile)
+    assert_close(winograd.conv2d_weight_grad(x, dy, padding, tile), dw, dtype, tile)
+
+
+def test_the_numba_backend_uses_winograd_where_its_rule_says(monkeypatch):
+    """3x3, stride 1, padding 0 or 1 and a tile from choose_tile: winograd.py; anything else,
+    and the backend with winograd = False: conv.py. Both give the reference's numbers."""
+    calls = []
+    for name in ("conv2d", "conv2d_input_grad", "conv2d_weight_grad"):
+        kernel = getattr(winograd, name)
+        monkeypatch.setattr(winograd, name,
+                            lambda *args, kernel=kernel: calls.append(kernel) or kernel(*args))
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 32, 8, 8))
+    tile = winograd.choose_tile(32, 32, 8, 8)
+    assert tile in (2, 4)
+    w = rng.standard_normal((32, 32, 3, 3))
+    numba_backend = backends.backend("numba")
+    results = {}
+    for backend, uses_winograd, w_shape, stride, expected_calls in [
+        ("numba", True, (32, 32, 3, 3), 1, 3), ("numba", True, (32, 32, 3, 3), 2, 0),
+        ("numba", True, (32, 32, 5, 5), 1, 0), ("numba", False, (32, 32, 3, 3), 1, 0),
+        ("reference", False, (32, 32, 3, 3), 1, 0),
+    ]:
+        calls.clear()
+        monkeypatch.setattr(numba_backend, "winograd", uses_winograd)
+        wt = tensor(w if w_shape[2] == 3 else rng.standard_normal(w_shape), requires_grad=True)
+        xt = tensor(x, requires_grad=True)
+        with backends.using(backend):
+            y = F.conv2d(xt, wt, stride=stride, padding=1)
+            y.backward(np.cos(np.arange(y.size)).reshape(y.shape))
+        assert len(set(calls)) == expected_calls  # (the input gradient calls conv2d too)
+        if w_shape[2] == 3 and stride == 1:
+            results[backend, uses_winograd] = (y.data, xt.grad, wt.grad)
+    assert not NumbaDirect.winograd
+    for got in results.values():
+        for a, expected in zip(got, results["reference", False]):
+            np.testing.assert_allclose(a, expected, rtol=1e-12, atol=1e-12)

@@ -205,7 +205,7 @@ class Reference:
         return dy * (y > 0)
 
 
-# -- Winograd's minimal filtering, F(2x2, 3x3) (Lavin & Gray 2015; lesson 4) --------------------
+# -- Winograd's minimal filtering, F(2x2, 3x3) and F(4x4, 3x3) (Lavin & Gray 2016; lesson 4) ------
 # A 1-D convolution of 4 inputs d with 3 taps g gives 2 outputs; done directly that is 6
 # multiplies, done as y = A^T [(G g) * (B^T d)] it is 4 (the elementwise product). Nested in 2-D,
 # a 2x2 output tile from a 4x4 input tile costs 16 multiplies instead of 36: 2.25x fewer. The
@@ -214,28 +214,41 @@ class Reference:
 WINOGRAD_B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
 WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
 WINOGRAD_A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
+# F(4x4, 3x3): a 4x4 output tile from a 6x6 input tile, 36 multiplies instead of 144 (4x fewer),
+# from the points 0, 1, -1, 2, -2 and infinity. Its transforms multiply by up to 8 (A^T) and
+# divide by 24 (G), so float32 rounding errors grow by about 10x against F(2x2, 3x3).
+WINOGRAD_F4_B_T = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                            [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
+                           np.float64)
+WINOGRAD_F4_G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                          [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+WINOGRAD_F4_A_T = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                            [0, 1, -1, 8, -8, 1]], np.float64)
+WINOGRAD_MATRICES = {2: (WINOGRAD_B_T, WINOGRAD_G, WINOGRAD_A_T),
+                     4: (WINOGRAD_F4_B_T, WINOGRAD_F4_G, WINOGRAD_F4_A_T)}
 
 
-def winograd_conv2d(x, w, padding):
-    """What conv2d_forward computes for a 3x3 kernel with stride 1 (no bias), by F(2x2, 3x3):
+def winograd_conv2d(x, w, padding, tile=2):
+    """What conv2d_forward computes for a 3x3 kernel with stride 1 (no bias), by F(m x m, 3x3)
+    with m = tile (2 or 4), from (m+2)x(m+2) input tiles overlapping by 2:
     y[tile] = A^T [sum over c of (G w[co, c] G^T) * (B^T x_tile[c] B)] A, tile by tile."""
     N, C, H, W = x.shape
     C_out = w.shape[0]
-    (ph, pw), dtype = padding, x.dtype
+    (ph, pw), dtype, m = padding, x.dtype, tile
     H_out, W_out = conv_output_size(H, 3, 1, ph), conv_output_size(W, 3, 1, pw)
-    tiles_h, tiles_w = -(-H_out // 2), -(-W_out // 2)  # 2x2 output tiles, the last ones partial
-    # Zeros below and right too, so that every 4x4 input tile lies inside the padded image.
-    x_pad = np.pad(x, ((0, 0), (0, 0), (ph, 2 * tiles_h + 2 - H - ph),
-                       (pw, 2 * tiles_w + 2 - W - pw)))
-    windows = np.lib.stride_tricks.sliding_window_view(x_pad, (4, 4), axis=(2, 3))
-    tiles = windows[:, :, ::2, ::2]  # (N, C, tiles_h, tiles_w, 4, 4): overlapping by 2
-    B_T, G, A_T = (m.astype(dtype) for m in (WINOGRAD_B_T, WINOGRAD_G, WINOGRAD_A_T))
-    V = B_T @ tiles @ B_T.T  # the input transform, (N, C, tiles_h, tiles_w, 4, 4)
-    U = G @ w @ G.T  # the filter transform, (C_out, C, 4, 4)
+    tiles_h, tiles_w = -(-H_out // m), -(-W_out // m)  # mxm output tiles, the last ones partial
+    # Zeros below and right too, so that every input tile lies inside the padded image.
+    x_pad = np.pad(x, ((0, 0), (0, 0), (ph, m * tiles_h + 2 - H - ph),
+                       (pw, m * tiles_w + 2 - W - pw)))
+    windows = np.lib.stride_tricks.sliding_window_view(x_pad, (m + 2, m + 2), axis=(2, 3))
+    tiles = windows[:, :, ::m, ::m]  # (N, C, tiles_h, tiles_w, m+2, m+2): overlapping by 2
+    B_T, G, A_T = (matrix.astype(dtype) for matrix in WINOGRAD_MATRICES[m])
+    V = B_T @ tiles @ B_T.T  # the input transform, (N, C, tiles_h, tiles_w, m+2, m+2)
+    U = G @ w @ G.T  # the filter transform, (C_out, C, m+2, m+2)
     # One GEMM per tile position (a, b): M[a, b] = U[a, b] @ V[a, b] sums over the channels.
-    U = U.transpose(2, 3, 0, 1)  # (4, 4, C_out, C)
-    V = V.transpose(4, 5, 1, 0, 2, 3).reshape(4, 4, C, -1)  # (4, 4, C, N*tiles_h*tiles_w)
-    M = (U @ V).reshape(4, 4, C_out, N, tiles_h, tiles_w).transpose(3, 2, 4, 5, 0, 1)
-    Y = A_T @ M @ A_T.T  # the output transform, (N, C_out, tiles_h, tiles_w, 2, 2)
-    y = Y.transpose(0, 1, 2, 4, 3, 5).reshape(N, C_out, 2 * tiles_h, 2 * tiles_w)
+    U = U.transpose(2, 3, 0, 1)  # (m+2, m+2, C_out, C)
+    V = V.transpose(4, 5, 1, 0, 2, 3).reshape(m + 2, m + 2, C, -1)  # (.., C, N*tiles_h*tiles_w)
+    M = (U @ V).reshape(m + 2, m + 2, C_out, N, tiles_h, tiles_w).transpose(3, 2, 4, 5, 0, 1)
+    Y = A_T @ M @ A_T.T  # the output transform, (N, C_out, tiles_h, tiles_w, m, m)
+    y = Y.transpose(0, 1, 2, 4, 3, 5).reshape(N, C_out, m * tiles_h, m * tiles_w)
     return np.ascontiguousarray(y[:, :, :H_out, :W_out])

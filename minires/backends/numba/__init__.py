@@ -6,6 +6,7 @@ through both and compare. The files, by concern:
   tile.py          the register tile, the GEMM micro-kernel the fast convolution runs on
   conv_naive.py    convolution version 1: the definition as plain loops ("numba-v1")
   conv.py          convolution version 2: no column matrix, every GEMM on the tile
+  winograd.py      3x3 stride-1 convolution by Winograd's F(2x2, 3x3) or F(4x4, 3x3), on the tile
   norm.py          batchnorm in four passes over memory
   elementwise.py   ReLU in one pass each way
 The kernels are compiled for float32 and float64; other dtypes, and what no kernel here covers
@@ -16,7 +17,7 @@ import numpy as np
 
 from .. import memory
 from ..reference import Reference, conv_output_size, update_running_stats
-from . import conv, conv_naive, elementwise, norm
+from . import conv, conv_naive, elementwise, norm, winograd
 
 COMPILED_DTYPES = (np.float32, np.float64)
 
@@ -47,14 +48,33 @@ class Numba(Reference):
         db = dy.sum(axis=(0, 2, 3)) if bias_grad else None
         return dx, dw, db
 
-    # Convolution version 2 (conv.py); NumbaV1 swaps in version 1.
+    # Convolution version 2 (conv.py), and Winograd's (winograd.py) for the 3x3 stride-1 layers
+    # where its rule says it is faster; NumbaV1 swaps in version 1. winograd = False (an
+    # instance's or a subclass's) keeps every layer on conv.py, to compare.
+    winograd = True
+
+    def _winograd_tile(self, x_shape, w_shape, stride, padding):
+        """2 or 4: the tile of F(tile x tile, 3x3) for this layer; None: conv.py."""
+        if not self.winograd or w_shape[2:] != (3, 3) or stride != (1, 1) or max(padding) > 1:
+            return None
+        return winograd.choose_tile(x_shape[1], w_shape[0], *x_shape[2:])
+
     def _conv(self, x, w, stride, padding):
+        tile = self._winograd_tile(x.shape, w.shape, stride, padding)
+        if tile:
+            return winograd.conv2d(x, w, padding, tile)
         return conv.conv2d(x, w, stride, padding)
 
     def _conv_input_grad(self, dy, w, x_shape, stride, padding):
+        tile = self._winograd_tile(x_shape, w.shape, stride, padding)
+        if tile:
+            return winograd.conv2d_input_grad(dy, w, padding, tile)
         return conv.conv2d_input_grad(dy, w, x_shape, stride, padding)
 
     def _conv_weight_grad(self, x, dy, w_shape, stride, padding):
+        tile = self._winograd_tile(x.shape, w_shape, stride, padding)
+        if tile:
+            return winograd.conv2d_weight_grad(x, dy, padding, tile)
         return conv.conv2d_weight_grad(x, dy, *w_shape[2:], stride, padding)
 
     def batch_norm_forward(self, x, gamma, beta, running_mean, running_var, training, momentum,
@@ -87,6 +107,13 @@ class Numba(Reference):
         if dy.dtype not in COMPILED_DTYPES:
             return super().relu_backward(dy, y)
         return elementwise.relu_grad(dy, y)
+
+
+class NumbaDirect(Numba):
+    """The numba backend without Winograd: every convolution on conv.py, to compare."""
+
+    name = "numba-direct"
+    winograd = False
 
 
 class NumbaV1(Numba):

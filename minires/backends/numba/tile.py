@@ -118,3 +118,14 @@ def weight_grad_tile(inputs, dy, out):
     for q in range(dy.shape[0]):
         t = _tile_fma(t, inputs[q], dy[q])
     _store_tile(out, t)
+
+
+@numba.njit(**FMA)
+def gemm_tile(a, b, out):
+    """out[i, j] += sum over k of a[i, k] * b[k, j]: TILE_ROWS rows of a by TILE_COLS columns of
+    b, as weight_grad_tile with a read across its rows. Each k: TILE_ROWS numbers of a
+    (broadcast) times TILE_COLS neighbouring numbers of b."""
+    t = _load_tile(out)
+    for k in range(b.shape[0]):
+        t = _tile_fma(t, a[:, k], b[k])
+    _store_tile(out, t)
