@@ -56,15 +56,17 @@ args, OUT = lesson.parse(parser)
 # batchnorm, a ReLU between them, and the shortcut added before the last ReLU. Its `forward`:
 #
 # ```python
-# out = F.relu(self.bn1(self.conv1(x)))
+# out = self.bn1(self.conv1(x), relu=True)  # relu(bn1(conv1(x))), one op
+# if not self.residual:
+#     return self.bn2(self.conv2(out), relu=True)  # the plain block: relu(bn2(conv2(out)))
 # out = self.bn2(self.conv2(out))
-# if self.residual:
-#     out = out + self.shortcut(x)  # the residual connection: F(x) + x
-# return F.relu(out)
+# return F.add_relu(out, self.shortcut(x))  # the residual connection: relu(F(x) + x)
 # ```
 #
-# `residual=False` builds the *plain* block: the same layers without the addition. Same
-# parameters, same computation, one `+` apart.
+# `relu=True` and `F.add_relu` are the formula's ReLUs, each computed as one op with the step
+# before it: the same numbers as `F.relu(self.bn1(...))` and `F.relu(out + self.shortcut(x))`,
+# in fewer passes over memory (lesson 10). `residual=False` builds the *plain* block: the same
+# layers without the addition. Same parameters, same computation, one `+` apart.
 
 # %%
 nn.init.manual_seed(0)
@@ -240,8 +242,9 @@ assert ratio["plain56"] > ratio["plain20"]  # the deeper plain net is the worse 
 # %% [markdown]
 # ## What we have
 #
-# - A residual block adds its input to its output; one `+` in `forward`, and its backward is the
-#   sum of two gradients (autograd does it for free, the exercise does it by hand).
+# - A residual block adds its input to its output; one `+` in `forward` (inside `F.add_relu`),
+#   and its backward is the sum of two gradients (autograd does it for free, the exercise does it
+#   by hand).
 # - Option A shortcuts cost nothing; B and C add projections for a small gain.
 # - At initialisation, plain-56's gradients grow several hundredfold from its last layer to its
 #   first; ResNet-56's stay level.

@@ -4,6 +4,8 @@ conv3x3(16) -> BN -> ReLU, three stages of n basic blocks on 32x32, 16x16 and 8x
 16, 32 and 64 channels (the first block of stages 2 and 3 has stride 2), global average pooling,
 a 64 -> 10 linear layer: 6n+2 weighted layers. A basic block computes
 relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)); a plain net is the same without shortcut.
+Each relu(bn(...)) and the last relu(... + ...) is one op (F.batch_norm_relu, F.add_relu), which
+the backends compute in fewer passes over memory than the two steps (lesson 10).
 Lesson 9 trains them. Parameter names follow akamaster/pytorch_resnet_cifar10, so its
 checkpoints load with `load_torch_state_dict`. Also the pre-activation ResNets of the follow-up,
 He et al. 2016, "Identity Mappings in Deep Residual Networks" (lesson 11).
@@ -39,7 +41,8 @@ def make_shortcut(option, in_channels, out_channels, stride):
 
 
 class BasicBlock(Module):
-    """Two 3x3 convolutions with BN, added to the shortcut (He et al. Fig. 2, eq. 1).
+    """Two 3x3 convolutions with BN, added to the shortcut (He et al. Fig. 2, eq. 1):
+    relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)).
 
     residual=False gives the plain block: no shortcut attribute and no addition at all.
     """
@@ -55,11 +58,11 @@ class BasicBlock(Module):
             self.shortcut = make_shortcut(shortcut, in_channels, out_channels, stride)
 
     def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn1(self.conv1(x), relu=True)  # relu(bn1(conv1(x))), one op
+        if not self.residual:
+            return self.bn2(self.conv2(out), relu=True)  # the plain block: relu(bn2(conv2(out)))
         out = self.bn2(self.conv2(out))
-        if self.residual:
-            out = out + self.shortcut(x)  # the residual connection: F(x) + x
-        return F.relu(out)
+        return F.add_relu(out, self.shortcut(x))  # the residual connection: relu(F(x) + x)
 
 
 class ResNetCifar(Module):
@@ -80,7 +83,7 @@ class ResNetCifar(Module):
         self.linear = Linear(64, num_classes)
 
     def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))  # (N, 16, 32, 32)
+        out = self.bn1(self.conv1(x), relu=True)  # relu(bn1(conv1(x))): (N, 16, 32, 32)
         out = self.layer1(out)  # (N, 16, 32, 32)
         out = self.layer2(out)  # (N, 32, 16, 16)
         out = self.layer3(out)  # (N, 64, 8, 8)
@@ -110,8 +113,8 @@ class PreActBlock(Module):
         self.shortcut = make_shortcut(shortcut, in_channels, out_channels, stride)
 
     def forward(self, x):
-        out = self.conv1(F.relu(self.bn1(x)))
-        out = self.conv2(F.relu(self.bn2(out)))
+        out = self.conv1(self.bn1(x, relu=True))  # conv1(relu(bn1(x)))
+        out = self.conv2(self.bn2(out, relu=True))
         return out + self.shortcut(x)  # no ReLU after the addition
 
 
@@ -136,7 +139,7 @@ class PreActResNet(Module):
     def forward(self, x):
         out = self.conv1(x)  # (N, 16, 32, 32)
         out = self.layer3(self.layer2(self.layer1(out)))  # (N, 64, 8, 8): never through a ReLU
-        return self.linear(self.pool(F.relu(self.bn(out))))
+        return self.linear(self.pool(self.bn(out, relu=True)))  # relu(bn(out)), pooled
 
 
 def preact_resnet(depth, shortcut="A", num_classes=10):

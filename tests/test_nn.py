@@ -232,6 +232,33 @@ def test_forward_hook_sees_output_and_can_be_removed():
     assert seen == [(4, 3, 6, 6)]
 
 
+def test_batch_norm_with_relu_is_relu_of_batch_norm_and_its_hook_sees_that(backend):
+    """bn(x, relu=True), the models' fused step: the same as relu(bn(x)) in training (running
+    statistics too) and evaluation; a forward hook sees the module's output, relu(bn(x))."""
+    x = tensor(backend_array(images().numpy() * 2 + 1, backend))
+    fused, plain = nn.BatchNorm2d(3), nn.BatchNorm2d(3)
+    for bn in (fused, plain):
+        bn.weight.data[...] = [1.0, -0.5, 2.0]
+        bn.bias.data[...] = [0.2, 0.1, -0.3]
+        if backend == "gpu":
+            bn.to("gpu")
+    seen = []
+    fused.register_forward_hook(lambda module, inputs, output: seen.append(output.numpy()))
+    for mode in ("train", "eval"):
+        fused.train(mode == "train")
+        plain.train(mode == "train")
+        y = fused(x, relu=True)
+        np.testing.assert_allclose(y.numpy(), F.relu(plain(x)).numpy(), rtol=1e-6, atol=1e-6,
+                                   err_msg=mode)
+        assert (y.numpy() == 0).any()
+        np.testing.assert_array_equal(seen[-1], y.numpy())
+    assert len(seen) == 2
+    for name in ("running_mean", "running_var"):
+        np.testing.assert_allclose(*(minires.backends.to_device(getattr(bn, name), "cpu")
+                                     for bn in (fused, plain)), rtol=1e-6, err_msg=name)
+    assert list(fused.state_dict()) == list(plain.state_dict())
+
+
 def test_pooling_layers_default_their_stride_to_the_kernel_size():
     pool = nn.MaxPool2d(2)
     assert repr(pool) == "MaxPool2d(kernel_size=2, stride=2, padding=0)"

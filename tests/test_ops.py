@@ -93,6 +93,48 @@ def test_relu(backend):
     assert gradcheck(F.relu, [x])
 
 
+def batch_norm_output(x, gamma, beta, mean=None, var=None):
+    """What batchnorm gives before a ReLU (NumPy; the batch's statistics unless given)."""
+    axes = (0,) if x.ndim == 2 else (0, 2, 3)
+    shape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
+    mean = x.mean(axis=axes) if mean is None else mean
+    var = x.var(axis=axes) if var is None else var
+    x_hat = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + 1e-5)
+    return x_hat * gamma.reshape(shape) + beta.reshape(shape)
+
+
+def away_from_the_kink(relu_input):
+    """A central difference of step 1e-6 never crosses ReLU's kink from these inputs."""
+    return np.abs(relu_input).min() > 1e-3
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (3, 5, 4, 3), (1, 3, 4, 5)])
+def test_batch_norm_relu_training(backend, shape):
+    C = shape[1]
+    x, gamma, beta = randn(*shape) * 2 + 1, randn(C, seed=1), randn(C, seed=2)
+    assert away_from_the_kink(batch_norm_output(x, gamma, beta))
+    x, gamma, beta = (leaf(a, backend) for a in (x, gamma, beta))
+    assert gradcheck(lambda x, g, b: F.batch_norm_relu(x, None, None, g, b, training=True),
+                     [x, gamma, beta])
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 3, 2), (1, 4, 3, 2), (1, 4)])
+def test_batch_norm_relu_evaluation(backend, shape):
+    x, gamma, beta = randn(*shape), randn(4, seed=1), randn(4, seed=2)
+    mean, var = randn(4, seed=3), np.random.default_rng(4).uniform(0.5, 2, 4)
+    assert away_from_the_kink(batch_norm_output(x, gamma, beta, mean, var))
+    x, gamma, beta = (leaf(a, backend) for a in (x, gamma, beta))
+    mean, var = backend_array(mean, backend), backend_array(var, backend)
+    assert gradcheck(lambda x, g, b: F.batch_norm_relu(x, mean, var, g, b), [x, gamma, beta])
+
+
+@pytest.mark.parametrize("b_shape", [(2, 3, 4, 5), (3, 1, 1)])
+def test_add_relu(backend, b_shape):
+    a, b = randn(2, 3, 4, 5), randn(*b_shape, seed=1)
+    assert away_from_the_kink(a + b)
+    assert gradcheck(F.add_relu, [leaf(a, backend), leaf(b, backend)])
+
+
 def test_linear(backend):
     x = leaf(randn(3, 5), backend)
     w, b = leaf(randn(4, 5, seed=1), backend), leaf(randn(4, seed=2), backend)

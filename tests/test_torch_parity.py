@@ -84,6 +84,30 @@ def test_batch_norm_training_and_running_statistics(shape):
     assert_close(F.batch_norm(x, mean, var, g, b).data, TF.batch_norm(tx, t_mean, t_var, tg, tb))
 
 
+@pytest.mark.parametrize("shape, training", [((3, 5, 4, 6), True), ((5, 3), True),
+                                             ((1, 4, 3, 3), False)])
+def test_fused_batch_norm_relu_and_add_relu(shape, training):
+    """relu(batch_norm(x)) and relu(a + b) as minires's one op each, against PyTorch's two."""
+    rng = np.random.default_rng(4)
+    C = shape[1]
+    x, tx = pair(rng.standard_normal(shape) * 2 + 1)
+    g, tg = pair(rng.standard_normal(C))
+    b, tb = pair(rng.standard_normal(C))
+    s, ts = pair(rng.standard_normal(shape))  # a shortcut to add
+    mean, var = rng.standard_normal(C), rng.uniform(0.5, 2, C)
+    t_mean, t_var = torch.tensor(mean), torch.tensor(var)
+    y = F.add_relu(F.batch_norm_relu(x, mean, var, g, b, training=training), s)
+    ty = TF.relu(TF.relu(TF.batch_norm(tx, t_mean, t_var, tg, tb, training=training)) + ts)
+    assert_close(y.data, ty)
+    assert_close(mean, t_mean)
+    assert_close(var, t_var)
+    grad = rng.standard_normal(shape)
+    y.backward(grad)
+    ty.backward(torch.tensor(grad))
+    for mine, theirs in [(x, tx), (g, tg), (b, tb), (s, ts)]:
+        assert_close(mine.grad, theirs.grad, rtol=1e-6)
+
+
 def test_linear_relu_global_pool_and_cross_entropy():
     rng = np.random.default_rng(3)
     x, tx = pair(rng.standard_normal((3, 5, 4, 3)))

@@ -204,6 +204,32 @@ class Reference:
         """dx = dy where y > 0 (exactly where x > 0), else 0."""
         return dy * (y > 0)
 
+    # -- fused: batchnorm then ReLU, the sum then ReLU (the ResNet block's steps; lesson 10) -----
+    # Here each is its two pieces called one after the other: that is the specification. The
+    # fast backends compute the same in fewer passes over memory (numba) or launches (CUDA).
+    # ReLU's backward reads its output y (y > 0 exactly where its input is), so the pair saves
+    # nothing that the pieces would not.
+    def batch_norm_relu_forward(self, x, gamma, beta, running_mean, running_var, training,
+                                momentum, eps):
+        """y = relu(batch_norm(x)), batch_norm_forward's arguments. saved: (batchnorm's, y)."""
+        z, saved = self.batch_norm_forward(x, gamma, beta, running_mean, running_var, training,
+                                           momentum, eps)
+        y = self.relu_forward(z)
+        return y, (saved, y)
+
+    def batch_norm_relu_backward(self, dy, saved, training):
+        """batchnorm's (dx, dgamma, dbeta) for the upstream gradient dz = dy where y > 0."""
+        batch_norm_saved, y = saved
+        return self.batch_norm_backward(self.relu_backward(dy, y), batch_norm_saved, training)
+
+    def add_relu_forward(self, a, b):
+        """y = relu(a + b): a residual block's sum and last ReLU."""
+        return self.relu_forward(a + b)
+
+    def add_relu_backward(self, dy, y):
+        """The gradient of both a and b (before unbroadcasting): dy where y > 0, else 0."""
+        return self.relu_backward(dy, y)
+
 
 # -- Winograd's minimal filtering, F(2x2, 3x3) and F(4x4, 3x3) (Lavin & Gray 2016; lesson 4) ------
 # A 1-D convolution of 4 inputs d with 3 taps g gives 2 outputs; done directly that is 6

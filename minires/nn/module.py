@@ -123,8 +123,9 @@ class Module:
     def forward(self, *inputs):
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
-    def __call__(self, *inputs):
-        output = self.forward(*inputs)
+    def __call__(self, *inputs, **options):
+        """forward(*inputs, **options), then every forward hook (which sees the inputs only)."""
+        output = self.forward(*inputs, **options)
         for hook in list(self._forward_hooks.values()):
             hook(self, inputs, output)
         return output

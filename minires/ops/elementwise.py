@@ -151,6 +151,26 @@ def relu(input):
     return ReLU()(input)
 
 
+class AddReLU(Function):
+    """y = relu(a + b), a residual block's last step as one op;  da = db = dy where y > 0.
+    The backend adds and rectifies in one pass (one launch), and nothing but y is kept."""
+
+    def forward(self, a, b):
+        self.a_shape, self.b_shape = a.shape, b.shape
+        self.backend = get_backend(a, b)
+        self.y = self.backend.add_relu_forward(a, b)
+        return self.y
+
+    def backward(self, dy):
+        da = self.backend.add_relu_backward(dy, self.y)  # the gradient of a + b
+        db = da[...]  # the same memory as a view, so that Tensor.backward sees it is shared
+        return unbroadcast(da, self.a_shape), unbroadcast(db, self.b_shape)
+
+
+def add_relu(a, b):
+    return AddReLU()(a, b)
+
+
 class MatMul(Function):
     """y = a @ b (batched over leading axes);  da = dy @ b^T, db = a^T @ dy."""
 

@@ -7,8 +7,8 @@ through both and compare. The files, by concern:
   conv_naive.py    convolution version 1: the definition as plain loops ("numba-v1")
   conv.py          convolution version 2: no column matrix, every GEMM on the tile
   winograd.py      3x3 stride-1 convolution by Winograd's F(2x2, 3x3) or F(4x4, 3x3), on the tile
-  norm.py          batchnorm in four passes over memory
-  elementwise.py   ReLU in one pass each way
+  norm.py          batchnorm in four passes over memory, with or without a ReLU after it
+  elementwise.py   ReLU in one pass each way; the residual sum and its ReLU in one pass
 The kernels are compiled for float32 and float64; other dtypes, and what no kernel here covers
 (pooling, batchnorm on (N, C) inputs), run the reference's code, which this class inherits.
 """
@@ -83,6 +83,34 @@ class Numba(Reference):
         if x.ndim != 4 or x.dtype not in COMPILED_DTYPES:
             return super().batch_norm_forward(x, gamma, beta, running_mean, running_var,
                                               training, momentum, eps)
+        mean, inv_std = self._statistics(x, running_mean, running_var, training, momentum, eps)
+        return norm.batch_norm(x, mean, inv_std, gamma, beta), (x, mean, inv_std, gamma)
+
+    def batch_norm_backward(self, dy, saved, training):
+        if dy.ndim != 4 or dy.dtype not in COMPILED_DTYPES:
+            return super().batch_norm_backward(dy, saved, training)
+        return norm.batch_norm_grads(dy, *saved, training)
+
+    def batch_norm_relu_forward(self, x, gamma, beta, running_mean, running_var, training,
+                                momentum, eps):
+        """The ReLU inside batchnorm's output pass. saved: (x, mean, inv_std, gamma, y)."""
+        if x.ndim != 4 or x.dtype not in COMPILED_DTYPES:
+            return super().batch_norm_relu_forward(x, gamma, beta, running_mean, running_var,
+                                                   training, momentum, eps)
+        mean, inv_std = self._statistics(x, running_mean, running_var, training, momentum, eps)
+        y = norm.batch_norm(x, mean, inv_std, gamma, beta, relu=True)
+        return y, (x, mean, inv_std, gamma, y)
+
+    def batch_norm_relu_backward(self, dy, saved, training):
+        """The ReLU's gradient applied as batchnorm's backward reads dy (y > 0), never stored."""
+        if dy.ndim != 4 or dy.dtype not in COMPILED_DTYPES:
+            return super().batch_norm_relu_backward(dy, saved, training)
+        x, mean, inv_std, gamma, y = saved
+        return norm.batch_norm_grads(dy, x, mean, inv_std, gamma, training, y=y)
+
+    def _statistics(self, x, running_mean, running_var, training, momentum, eps):
+        """(mean, inv_std) for batchnorm, float64 (C,): the batch's in training (updating the
+        running statistics when given), the running statistics in evaluation."""
         if training:
             mean, var = norm.channel_mean_var(x)
             if running_mean is not None:
@@ -90,13 +118,7 @@ class Numba(Reference):
                                      x.size // x.shape[1], momentum)
         else:
             mean, var = running_mean, running_var
-        inv_std = 1 / np.sqrt(var + eps)
-        return norm.batch_norm(x, mean, inv_std, gamma, beta), (x, mean, inv_std, gamma)
-
-    def batch_norm_backward(self, dy, saved, training):
-        if dy.ndim != 4 or dy.dtype not in COMPILED_DTYPES:
-            return super().batch_norm_backward(dy, saved, training)
-        return norm.batch_norm_grads(dy, *saved, training)
+        return mean, 1 / np.sqrt(var + eps)
 
     def relu_forward(self, x):
         if x.dtype not in COMPILED_DTYPES:
@@ -107,6 +129,12 @@ class Numba(Reference):
         if dy.dtype not in COMPILED_DTYPES:
             return super().relu_backward(dy, y)
         return elementwise.relu_grad(dy, y)
+
+    def add_relu_forward(self, a, b):
+        """One pass for a and b of one shape and dtype; add_relu_backward is relu_backward's."""
+        if a.shape != b.shape or a.dtype != b.dtype or a.dtype not in COMPILED_DTYPES:
+            return super().add_relu_forward(a, b)
+        return elementwise.add_relu(a, b)
 
 
 class NumbaDirect(Numba):

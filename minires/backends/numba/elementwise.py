@@ -1,5 +1,6 @@
 """ReLU in one pass each way (np.maximum is several times slower on float32, and dy * (y > 0)
-makes a mask array first). Must match reference.Reference.relu_forward/relu_backward.
+makes a mask array first), and the residual sum with its ReLU in one pass. Must match
+reference.Reference.relu_forward/relu_backward and add_relu_forward/backward.
 
 Flat loops over the array, in blocks of CHUNK elements, one block per parallel iteration.
 """
@@ -45,3 +46,23 @@ def relu_grad(dy, y):
     _relu_grad(np.ascontiguousarray(dy).reshape(-1), np.ascontiguousarray(y).reshape(-1),
                dx.reshape(-1))
     return dx
+
+
+@numba.njit(**PARALLEL)
+def _add_relu(a, b, y):
+    for block in prange(-(-y.size // CHUNK)):
+        start = block * CHUNK
+        ab, bb, yb = a[start:start + CHUNK], b[start:start + CHUNK], y[start:start + CHUNK]
+        for i in range(yb.size):
+            v = ab[i] + bb[i]
+            yb[i] = 0 if v < 0 else v
+
+
+def add_relu(a, b):
+    """y = max(a + b, 0) for a and b of one shape, in one pass: the loop
+        for i: y[i] = max(a[i] + b[i], 0)
+    where NumPy's np.maximum(a + b, 0) makes the sum first. Its gradient is relu_grad's."""
+    y = np.empty(a.shape, a.dtype)
+    _add_relu(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1),
+              y.reshape(-1))
+    return y
