@@ -388,13 +388,47 @@ for H, W in [(9, 7), (32, 32)]:
 assert multiplies(32, 32, 16, 16)[0] / multiplies(32, 32, 16, 16)[1] == 2.25
 
 # %% [markdown]
+# Larger tiles save more. F(4x4, 3x3) takes a 6x6 input tile to a 4x4 output tile with
+# $6 \times 6 = 36$ multiplies instead of $16 \times 9 = 144$: 4x fewer. Its transforms come from
+# more interpolation points (0, 1, -1, 2, -2 and infinity), so they multiply by up to 8 and divide
+# by 24, and float32 rounding grows. Measured against the float64 result:
+
+# %%
+x32, w32 = rng.standard_normal((2, 16, 8, 8)), rng.standard_normal((16, 16, 3, 3))
+exact = F.conv2d(minires.tensor(x32), minires.tensor(w32), padding=1).numpy()
+errors = {}
+for tile in (2, 4):
+    y32 = winograd_conv2d(x32.astype(np.float32), w32.astype(np.float32), (1, 1), tile=tile)
+    errors[tile] = np.abs(y32 - exact).max() / np.abs(exact).max()
+    print(f"F({tile}x{tile}, 3x3) in float32: largest error {errors[tile]:.1e} of the largest "
+          f"output")
+assert errors[2] < errors[4] < 1e-4
+
+# %% [markdown]
+# The numba backend (the default on the CPU) runs Winograd for the 3x3 stride-1 layers where it
+# measured faster than its direct convolution (`choose_tile` in
+# `minires/backends/numba/winograd.py` holds the rule and the measurements behind it), forward
+# and both gradients, and its tests compare it with this reference on odd sizes. For ResNet-20's
+# layers:
+
+# %%
+from minires.backends.numba import winograd  # noqa: E402
+
+for name, C_in, C_out, size in [("stage 1", 16, 16, 32), ("stage 2", 32, 32, 16),
+                                ("stage 3", 64, 64, 8)]:
+    tile = winograd.choose_tile(C_in, C_out, size, size)
+    print(f"{name}: {C_in}->{C_out} channels at {size}x{size}: "
+          + (f"F({tile}x{tile}, 3x3)" if tile else "direct (conv.py)"))
+
+# %% [markdown]
 # ## What we have
 #
 # - A convolution is a dot product of a filter with every window of the input.
 # - im2col turns all the windows into one matrix, so the layer is one GEMM; it costs memory.
 # - The backward pass is two more GEMMs, and col2im, the adjoint of im2col, sums the gradient of
 #   every copy of a pixel back onto it.
-# - Winograd's F(2x2, 3x3) computes the same 3x3 convolution with 2.25x fewer multiplies.
+# - Winograd's F(2x2, 3x3) computes the same 3x3 convolution with 2.25x fewer multiplies,
+#   F(4x4, 3x3) with 4x fewer, at the price of more float32 rounding.
 # - This NumPy code is the reference backend; `backends.using("reference")` runs it inside any
 #   model, and the numba and CUDA backends are tested against it.
 # - Lesson 10 reads the CUDA versions of im2col, col2im and the GEMM beside this NumPy code.
