@@ -134,7 +134,7 @@ class Tensor:
                 if dx.dtype != x.dtype:  # float32 * float64 gives float64: not for x's gradient
                     dx = dx.astype(x.dtype)
                 if x.creator is None:
-                    _accumulate(x, dx, owned=not _shares_memory(dx, dy, dxs, fn))
+                    _accumulate(x, dx, owned=_is_plain(dx) and not _shares_memory(dx, dy, dxs, fn))
                 else:
                     key = id(x.creator)
                     grads[key] = dx if key not in grads else grads[key] + dx
@@ -223,6 +223,12 @@ def _accumulate(leaf, grad, owned):
         leaf.grad = grad if owned else grad.copy()
     else:
         leaf.grad = leaf.grad + grad  # a new array: never in place into one that may be shared
+
+
+def _is_plain(a):
+    """Contiguous and writable: not a broadcast view (mean's backward returns one, of stride 0,
+    read-only), which a .grad must not be."""
+    return a.flags.c_contiguous and getattr(a.flags, "writeable", True)  # CuPy: no such flag
 
 
 def _shares_memory(dx, dy, dxs, fn):

@@ -249,3 +249,12 @@ def test_changing_a_gradient_in_place_does_not_change_a_retained_graph():
     x.grad *= 0.0  # in place: the retained graph must not see it
     loss.backward()
     np.testing.assert_array_equal(x.grad, [3.0, 3.0, 3.0, 3.0])
+
+
+def test_a_broadcast_gradient_becomes_a_plain_writable_array():
+    """mean's backward gives a read-only view of stride 0; the leaf gets a copy of its own."""
+    x = tensor(np.ones((3, 4), np.float32), requires_grad=True)
+    x.mean().backward()
+    assert x.grad.flags.c_contiguous and x.grad.flags.writeable
+    x.grad *= 2.0
+    np.testing.assert_allclose(x.grad, np.full((3, 4), 2 / 12))
