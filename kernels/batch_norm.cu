@@ -1,4 +1,5 @@
-/* batch_norm.cu: batch normalisation forward and backward, per channel (lessons 5 and 10).
+/* batch_norm.cu: batch normalisation forward and backward, per channel (lessons 5 and 10),
+   with or without the ReLU that follows it in a ResNet.
 
    What it computes (minires/backends/reference.py's batch_norm_forward/backward, the spec):
        x_hat = (x - mean[c]) / sqrt(var[c] + eps),   y = gamma[c] * x_hat + beta[c]
@@ -8,6 +9,10 @@
        backward: dbeta = sum(dy), dgamma = sum(dy * x_hat) over N, H, W;
                  training dx = gamma / (m * std) * (m * dy - dbeta - x_hat * dgamma)
                  evaluation dx = gamma / std * dy                 (m = N*H*W per channel)
+   With relu = 1 (reference.py's batch_norm_relu_forward/backward): the forward writes
+   max(y, 0), and the backward reads dy[i] as 0 wherever that output y[i] is not > 0 (ReLU's
+   gradient), so the ReLU costs no launch and no array of its own either way. With relu = 0
+   the backward never reads y (the wrapper passes dy in its place).
 
    Layout: x, y, dy, dx contiguous float32 (N, C, HW), HW = H*W (1 for (N, C) inputs), so that
    element (n, c, p) is at (n*C + c)*HW + p; mean, var, gamma, beta, dgamma, dbeta, running_mean,
@@ -84,7 +89,7 @@ extern "C" __global__ void batch_norm_normalize(const float* __restrict__ x,
                                                 const float* __restrict__ gamma,
                                                 const float* __restrict__ beta,
                                                 float* __restrict__ y, int N, int C, int HW,
-                                                float eps)
+                                                float eps, int relu)
 {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= N * C * HW) {
@@ -92,14 +97,15 @@ extern "C" __global__ void batch_norm_normalize(const float* __restrict__ x,
     }
     const int c = (i / HW) % C;
     const float inv_std = 1.0f / sqrtf(var[c] + eps);
-    y[i] = gamma[c] * (x[i] - mean[c]) * inv_std + beta[c];
+    const float v = gamma[c] * (x[i] - mean[c]) * inv_std + beta[c];
+    y[i] = relu && v < 0.0f ? 0.0f : v;  // NaN stays NaN, as in relu.cu
 }
 
 extern "C" __global__ void __launch_bounds__(SUM_THREADS)
-batch_norm_backward_sums(const float* __restrict__ dy, const float* __restrict__ x,
-                         const float* __restrict__ mean, const float* __restrict__ var,
-                         float* __restrict__ dgamma, float* __restrict__ dbeta,
-                         int N, int C, int HW, float eps)
+batch_norm_backward_sums(const float* __restrict__ dy, const float* __restrict__ y,
+                         const float* __restrict__ x, const float* __restrict__ mean,
+                         const float* __restrict__ var, float* __restrict__ dgamma,
+                         float* __restrict__ dbeta, int N, int C, int HW, float eps, int relu)
 {
     __shared__ double sum_dy[SUM_THREADS];
     __shared__ double sum_dy_x_hat[SUM_THREADS];
@@ -110,8 +116,9 @@ batch_norm_backward_sums(const float* __restrict__ dy, const float* __restrict__
     for (int i = threadIdx.x; i < count; i += SUM_THREADS) {
         const int n = i / HW, p = i % HW;
         const int at = (n * C + c) * HW + p;
-        s += dy[at];
-        s_x_hat += (double)dy[at] * ((x[at] - mean[c]) * inv_std);
+        const float dz = relu && !(y[at] > 0.0f) ? 0.0f : dy[at];  // through the ReLU
+        s += dz;
+        s_x_hat += (double)dz * ((x[at] - mean[c]) * inv_std);
     }
     sum_dy[threadIdx.x] = s;
     sum_dy_x_hat[threadIdx.x] = s_x_hat;
@@ -124,6 +131,7 @@ batch_norm_backward_sums(const float* __restrict__ dy, const float* __restrict__
 }
 
 extern "C" __global__ void batch_norm_backward_input(const float* __restrict__ dy,
+                                                     const float* __restrict__ y,
                                                      const float* __restrict__ x,
                                                      const float* __restrict__ mean,
                                                      const float* __restrict__ var,
@@ -131,7 +139,7 @@ extern "C" __global__ void batch_norm_backward_input(const float* __restrict__ d
                                                      const float* __restrict__ dgamma,
                                                      const float* __restrict__ dbeta,
                                                      float* __restrict__ dx, int N, int C, int HW,
-                                                     float eps, int training)
+                                                     float eps, int training, int relu)
 {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= N * C * HW) {
@@ -139,11 +147,12 @@ extern "C" __global__ void batch_norm_backward_input(const float* __restrict__ d
     }
     const int c = (i / HW) % C;
     const float inv_std = 1.0f / sqrtf(var[c] + eps);
+    const float dz = relu && !(y[i] > 0.0f) ? 0.0f : dy[i];  // through the ReLU
     if (training) {
         const float m = (float)(N * HW);
         const float x_hat = (x[i] - mean[c]) * inv_std;
-        dx[i] = gamma[c] * inv_std / m * (m * dy[i] - dbeta[c] - x_hat * dgamma[c]);
+        dx[i] = gamma[c] * inv_std / m * (m * dz - dbeta[c] - x_hat * dgamma[c]);
     } else {
-        dx[i] = gamma[c] * inv_std * dy[i];
+        dx[i] = gamma[c] * inv_std * dz;
     }
 }

@@ -1,8 +1,9 @@
-"""The CUDA backend's own batchnorm, ReLU and SGD kernels (kernels/batch_norm.cu, relu.cu, sgd.cu)
-against the reference backend, under the CUDA emulator with its race detector on; awkward shapes:
-one channel, (N, C) inputs, H*W not a multiple of the block, a mean far from zero, no affine
-parameters, no running statistics. Then five training steps of a small ResNet, emulated GPU
-against the CPU reference: the same losses within float32 noise.
+"""The CUDA backend's own batchnorm, ReLU and SGD kernels (kernels/batch_norm.cu, relu.cu, sgd.cu),
+fused (batchnorm then ReLU, the sum then ReLU) or not, against the reference backend, under the
+CUDA emulator with its race detector on; awkward shapes: one channel, (N, C) inputs, H*W not a
+multiple of the block, a mean far from zero, no affine parameters, no running statistics. Then
+five training steps of a small ResNet, emulated GPU against the CPU reference: the same losses
+within float32 noise.
 """
 
 import shutil
@@ -13,6 +14,7 @@ import pytest
 from minires import backends, models, nn, optim, tensor
 from minires import functional as F
 from minires.backends import reference
+from minires.backends.cuda import counting
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the emulator needs g++")
 
@@ -101,6 +103,51 @@ def test_relu_matches_the_reference(shape):
         dx = cuda().relu_backward(dy, y)
     np.testing.assert_array_equal(y, np.maximum(x, 0))
     np.testing.assert_array_equal(dx, reference.Reference().relu_backward(dy, y))
+
+
+@pytest.mark.parametrize("shape", BN_SHAPES)
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_relu_matches_the_reference_in_batch_norms_launches(shape, training):
+    """The relu flag of batch_norm.cu: relu(batchnorm(x)) forward and backward in the launches
+    of batchnorm alone (2 + 2 in training, 1 + 2 in evaluation), equal to the reference's
+    batch_norm_relu_forward/backward (batchnorm, then ReLU) in float64."""
+    C = shape[1]
+    x = random(*shape, scale=3.0, offset=50.0)
+    gamma, beta = random(C, seed=1), random(C, seed=2)
+    running = [random(C, seed=3), np.abs(random(C, seed=4)) + 0.5]
+    expected_running = [r.astype(np.float64) for r in running]
+    dy = random(*shape, seed=5)
+    with counting.counting() as count, backends.using("cuda"):
+        y, saved = cuda().batch_norm_relu_forward(x, gamma, beta, *running, training, 0.1, 1e-5)
+        dx, dgamma, dbeta = cuda().batch_norm_relu_backward(dy, saved, training)
+    assert count.launches == (4 if training else 3), count.by_name
+    f64 = [a.astype(np.float64) for a in (x, gamma, beta)]
+    y_ref, saved_ref = reference.Reference().batch_norm_relu_forward(
+        *f64, *expected_running, training, 0.1, 1e-5)
+    dx_ref, dgamma_ref, dbeta_ref = reference.Reference().batch_norm_relu_backward(
+        dy.astype(np.float64), saved_ref, training)
+    assert y.dtype == dx.dtype == np.float32 and y.shape == dx.shape == shape
+    np.testing.assert_array_equal(y > 0, y_ref > 0)  # the same mask: no value near the kink
+    np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
+    inv_std = np.abs(saved_ref[0][1]).max()  # float32 noise, as in the test without ReLU
+    terms = np.abs(dy).max() * inv_std * np.abs(gamma).max()
+    x_hat_noise = 1e-7 * np.abs(x).max() * inv_std
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-4, atol=terms * (1e-5 + 10 * x_hat_noise))
+    np.testing.assert_allclose(dbeta, dbeta_ref, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(dgamma, dgamma_ref, rtol=1e-4, atol=1e-4)
+    for got, want in zip(running, expected_running):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(1,), (257,), (3, 5, 7, 9)])
+def test_add_relu_is_one_launch_each_way(shape):
+    a, b, dy = random(*shape), random(*shape, seed=1), random(*shape, seed=2)
+    with counting.counting() as count, backends.using("cuda"):
+        y = cuda().add_relu_forward(a, b)
+        d = cuda().add_relu_backward(dy, y)
+    assert dict(count.by_name) == {"add_relu_forward": 1, "relu_backward": 1}
+    np.testing.assert_array_equal(y, np.maximum(a + b, 0))
+    np.testing.assert_array_equal(d, dy * (y > 0))
 
 
 @pytest.mark.parametrize("momentum, weight_decay, nesterov", [

@@ -1,16 +1,19 @@
 """The CUDA backend: the reference's kernels, computed by our own CUDA kernels where they matter.
 
   gpu.py            im2col, col2im and gemm (kernels/im2col.cu, col2im.cu, gemm.cu)
-  normalization.py  batchnorm forward and backward (kernels/batch_norm.cu)
-  elementwise.py    ReLU both ways, and the multi-tensor SGD step (kernels/relu.cu, sgd.cu)
+  normalization.py  batchnorm forward and backward, with or without a ReLU after it
+                    (kernels/batch_norm.cu)
+  elementwise.py    ReLU both ways, relu(a + b), and the multi-tensor SGD step (kernels/relu.cu,
+                    sgd.cu)
   launch.py         compiles kernels/*.cu once (CuPy's RawModule) and launches them, checking
                     arguments and counting launches
   counting.py       the launch budget without a GPU: launches and syncs of a training step
   emulator.py       runs the same .cu files on the CPU (g++, kernels/emu) for NumPy arrays
 CuPy arrays always come here; NumPy arrays come here inside `backends.using("cuda")`, and then
-every launch runs under the emulator. What is left (pooling's argmax, the loss, the residual
-add) is the reference's code, which runs as CuPy's own kernels on CuPy arrays. float64 (the
-gradient checks) takes the reference's code everywhere: the kernels compute in float32.
+every launch runs under the emulator. What is left (pooling's argmax, the loss, a sum without
+a ReLU after it) is the reference's code, which runs as CuPy's own kernels on CuPy arrays.
+float64 (the gradient checks) takes the reference's code everywhere: the kernels compute in
+float32.
 """
 
 import numpy as np
@@ -76,6 +79,21 @@ class CUDA(Reference):
             return super().batch_norm_backward(dy, saved, training)
         return normalization.batch_norm_backward(dy, saved, training)
 
+    def batch_norm_relu_forward(self, x, gamma, beta, running_mean, running_var, training,
+                                momentum, eps):
+        """batchnorm's two launches, the normalisation writing max(y, 0)."""
+        if not _float32(x, gamma, beta, running_mean, running_var):
+            return super().batch_norm_relu_forward(x, gamma, beta, running_mean, running_var,
+                                                   training, momentum, eps)
+        return normalization.batch_norm_forward(x, gamma, beta, running_mean, running_var,
+                                                training, momentum, eps, relu=True)
+
+    def batch_norm_relu_backward(self, dy, saved, training):
+        """batchnorm's two launches, reading dy as 0 where the forward's output y is not > 0."""
+        if not isinstance(saved, normalization.Saved):
+            return super().batch_norm_relu_backward(dy, saved, training)
+        return normalization.batch_norm_backward(dy, saved, training)
+
     def relu_forward(self, x):
         if x.dtype != np.float32:
             return super().relu_forward(x)
@@ -85,3 +103,9 @@ class CUDA(Reference):
         if not _float32(dy, y):
             return super().relu_backward(dy, y)
         return elementwise.relu_backward(dy, y)
+
+    def add_relu_forward(self, a, b):
+        """One launch for a and b of one shape; add_relu_backward is relu_backward's launch."""
+        if not _float32(a, b) or a.shape != b.shape:
+            return super().add_relu_forward(a, b)
+        return elementwise.add_relu_forward(a, b)

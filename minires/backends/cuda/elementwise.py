@@ -1,6 +1,8 @@
 """The CUDA backend's ReLU and the multi-tensor SGD step: kernels/relu.cu and kernels/sgd.cu.
 
-relu_forward/relu_backward have reference.py's signatures and results, one launch each.
+relu_forward/relu_backward have reference.py's signatures and results, one launch each;
+add_relu_forward is reference.py's too, one launch for y = relu(a + b) (its backward is
+relu_backward's).
 sgd_step updates every parameter of a model in one launch, over flat buffers that
 minires/optim.py keeps (its per-parameter loop is the specification).
 """
@@ -18,6 +20,18 @@ def relu_forward(x):
     y = _empty(x, x.shape)
     launch("relu_forward", grid=(ceil_div(x.size, THREADS),), block=(THREADS,),
            args=(x, y, np.int32(x.size)))
+    return y
+
+
+def add_relu_forward(a, b):
+    """y = max(a + b, 0), for a and b of one shape."""
+    a, b = _kernel_input("add_relu", a), _kernel_input("add_relu", b)
+    if a.shape != b.shape:
+        raise ValueError(f"add_relu_forward: a has shape {a.shape} but b has {b.shape}")
+    _check_fits("add_relu", a.size)
+    y = _empty(a, a.shape)
+    launch("add_relu_forward", grid=(ceil_div(a.size, THREADS),), block=(THREADS,),
+           args=(a, b, y, np.int32(a.size)))
     return y
 
 

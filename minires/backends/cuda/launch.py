@@ -29,6 +29,7 @@ KERNEL_FILES = {
     "batch_norm_backward_input": "batch_norm.cu",
     "relu_forward": "relu.cu",
     "relu_backward": "relu.cu",
+    "add_relu_forward": "relu.cu",
     "sgd_step": "sgd.cu",
 }
 

@@ -5,6 +5,8 @@ statistics (double accumulators, a tree sum per block), the normalisation, the p
 gradient sums, and the input gradient. Two launches forward and two backward, where CuPy's
 own kernels take about 25 for the reference's formulas. `saved` is a Saved (x, mean, var,
 gamma, ...): backward recomputes x_hat from x rather than keep a second array the size of x.
+With relu=True the same launches compute relu(batchnorm(x)) and its gradient (reference.py's
+batch_norm_relu_forward/backward): the kernels' relu flag, and the output y kept in Saved.
 """
 
 import collections
@@ -17,8 +19,9 @@ from .launch import ceil_div, launch
 
 SUM_THREADS = 256  # batch_norm.cu's SUM_THREADS: one block of this many threads per channel
 
-# What the forward keeps for the backward: x_hat is recomputed from these.
-Saved = collections.namedtuple("Saved", "x mean var gamma eps has_gamma")
+# What the forward keeps for the backward: x_hat is recomputed from these; y is the output
+# when a ReLU followed (its gradient flows where y > 0), else None.
+Saved = collections.namedtuple("Saved", "x mean var gamma eps has_gamma y")
 
 
 def _layout(x):
@@ -27,8 +30,10 @@ def _layout(x):
     return N, C, x.size // max(N * C, 1)
 
 
-def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps):
-    """y = gamma * (x - mean) / sqrt(var + eps) + beta, as reference.batch_norm_forward."""
+def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps,
+                       relu=False):
+    """y = gamma * (x - mean) / sqrt(var + eps) + beta, as reference.batch_norm_forward; with
+    relu, y = max(that, 0), as reference.batch_norm_relu_forward."""
     x = _kernel_input("batch_norm", x)
     N, C, HW = _layout(x)
     _check_fits("batch_norm", x.size)
@@ -48,22 +53,27 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
         var = _kernel_input("batch_norm", running_var)
     y = _empty(x, x.shape)
     launch("batch_norm_normalize", grid=(ceil_div(x.size, THREADS),), block=(THREADS,),
-           args=(x, mean, var, gamma, beta, y, *_int32(N, C, HW), np.float32(eps)))
-    return y, Saved(x, mean, var, gamma, eps, has_gamma)
+           args=(x, mean, var, gamma, beta, y, *_int32(N, C, HW), np.float32(eps),
+                 np.int32(relu)))
+    return y, Saved(x, mean, var, gamma, eps, has_gamma, y if relu else None)
 
 
 def batch_norm_backward(dy, saved, training):
-    """dx, dgamma (None without gamma), dbeta, as reference.batch_norm_backward."""
-    x, mean, var, gamma, eps, has_gamma = saved
+    """dx, dgamma (None without gamma), dbeta, as reference.batch_norm_backward, or as
+    batch_norm_relu_backward when the forward had relu (dy then counts only where y > 0)."""
+    x, mean, var, gamma, eps, has_gamma, y = saved
     dy = _kernel_input("batch_norm", dy)
+    relu = y is not None
+    y = y if relu else dy  # the kernels read y only under relu
     N, C, HW = _layout(x)
     dgamma, dbeta = _empty(x, (C,)), _empty(x, (C,))
     launch("batch_norm_backward_sums", grid=(C,), block=(SUM_THREADS,),
-           args=(dy, x, mean, var, dgamma, dbeta, *_int32(N, C, HW), np.float32(eps)))
+           args=(dy, y, x, mean, var, dgamma, dbeta, *_int32(N, C, HW), np.float32(eps),
+                 np.int32(relu)))
     dx = _empty(x, x.shape)
     launch("batch_norm_backward_input", grid=(ceil_div(x.size, THREADS),), block=(THREADS,),
-           args=(dy, x, mean, var, gamma, dgamma, dbeta, dx, *_int32(N, C, HW), np.float32(eps),
-                 np.int32(training)))
+           args=(dy, y, x, mean, var, gamma, dgamma, dbeta, dx, *_int32(N, C, HW),
+                 np.float32(eps), np.int32(training), np.int32(relu)))
     return dx, dgamma if has_gamma else None, dbeta
 
 
