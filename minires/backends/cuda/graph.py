@@ -50,10 +50,10 @@ class GraphedStep:
             return result
         if x_data.shape != self.static_x.shape or np.shape(y) != self.static_y.shape:
             return self.eager_step(model, batch, optimizer)  # a partial batch: not the graph's
-        if self.graph is None or not self._still_holds(model, optimizer):
-            self._capture(model, optimizer)
         self.static_x[...] = x_data  # copies on the current stream, before the replay on it
         self.static_y[...] = y
+        if self.graph is None or not self._still_holds(model, optimizer):
+            self._capture(model, optimizer)
         self._replay()
         loss, logits = self.outputs
         loss_value = float(loss.data)  # the one sync of a step, after the replay
