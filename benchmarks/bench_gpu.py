@@ -6,7 +6,8 @@ CUDA for the PyTorch columns. Three parts, each printed as times and a ratio (>1
      kernels against cuBLAS (cupy.matmul), for the forward (NN), input-gradient (TN) and
      weight-gradient (NT) products.
   2. conv2d forward and forward+backward, minires (tiled GEMM; cuBLAS GEMM) against PyTorch.
-  3. A full ResNet-20 training step (forward, backward, SGD) against the same net in PyTorch.
+  3. A full ResNet-20 training step (forward, backward, SGD) against the same net in PyTorch,
+     and the same step replayed from a CUDA graph (train --cuda-graph).
 
     python benchmarks/bench_gpu.py [--batch 128] [--repeat 20] [--skip-naive]
 
@@ -245,6 +246,14 @@ def bench_training_step(cupy, torch, args):
 
     mine = median_ms(minires_step, cupy.cuda.Device().synchronize, args.repeat)
     line = f"  minires {mine:.1f} ms ({args.batch / mine * 1e3:.0f} images/s)"
+    # The same step replayed from a CUDA graph (train --cuda-graph): the launch overhead gone.
+    from minires.backends.cuda.graph import GraphedStep
+    from minires.train import train_step
+
+    graphed = GraphedStep(train_step, F.cross_entropy)
+    graphed_ms = median_ms(lambda: graphed(model, (x, y), sgd), cupy.cuda.Device().synchronize,
+                           args.repeat)
+    line += f", with --cuda-graph {graphed_ms:.1f} ms"
     if torch is not None:
         try:
             from bench_resnet import torch_resnet20  # benchmarks/ is on sys.path as a script
