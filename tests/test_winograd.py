@@ -10,6 +10,11 @@ output (a direct sum: 1e-7), F(4x4), whose transforms multiply by up to 8 and di
 within 5e-6; the tests allow 10x that.
 """
 
+import os
+import subprocess
+import sys
+
+import llvmlite.binding
 import numpy as np
 import pytest
 
@@ -148,3 +153,20 @@ def test_the_numba_backend_uses_winograd_where_its_rule_says(monkeypatch):
     for got in results.values():
         for a, expected in zip(got, results["reference", False]):
             np.testing.assert_allclose(a, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_CPU_FEATURES") is not None
+                    or "+avx512f" not in llvmlite.binding.get_host_cpu_features().flatten(),
+                    reason="the tests above already run the AVX2 tile (or a chosen one) here")
+def test_numba_winograd_with_the_avx2_tile(tmp_path):
+    """The kernels above with the 4-row tile that an AVX2 machine gets, compiled for Haswell in
+    a fresh process (test_numba_backend.py's AVX2 settings)."""
+    from test_numba_backend import AVX2
+
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=AVX2,
+               NUMBA_CACHE_DIR=str(tmp_path))
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                          "-k", "numba_winograd_matches and float32"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert " passed" in run.stdout and "skipped" not in run.stdout

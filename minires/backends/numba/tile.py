@@ -1,6 +1,7 @@
 """The register tile: the micro-kernel that both GEMMs of the tiled convolution run on.
 
-What it computes (the reference loop, for TILE_ROWS x TILE_COLS outputs):
+What it computes (the reference loop, for TILE_ROWS x TILE_COLS outputs; weight_grad_tile and
+gemm_tile, the same with other layouts of the two operands):
     for k in range(K):  for i in range(TILE_ROWS):  for j in range(TILE_COLS):
         out[i, j] += rows[k, i] * cols[k, j]
 It holds the whole tile in registers for the sum over k: each step adds the outer product of
@@ -109,21 +110,11 @@ def conv_tile(image, tap_starts, p, weights, out):
     _store_tile(out, t)
 
 
-@numba.njit(**FMA)
-def weight_grad_tile(inputs, dy, out):
-    """out[i, j] += sum over positions q of inputs[q, i] * dy[q, j]: TILE_ROWS input channels of
-    one tap by TILE_COLS output channels. Each position: TILE_ROWS inputs (broadcast) times
-    TILE_COLS channels of dy."""
-    t = _load_tile(out)
-    for q in range(dy.shape[0]):
-        t = _tile_fma(t, inputs[q], dy[q])
-    _store_tile(out, t)
-
-
-
-# gemm_tile works in halves of 8 rows: with 16, numba's LLVM on Intel's AVX-512 CPUs (which it
-# gives 256-bit vectors) holds 32 accumulators and 16 broadcast numbers in 32 registers and
-# spills half of them at every step: 55-60 GFLOP/s on one core against 90-105 with 8 rows.
+# The two GEMMs below work on the tile in halves of HALF_ROWS = 8 rows: with 16, numba's LLVM on
+# Intel's AVX-512 CPUs (which it gives 256-bit vectors, two per row) needs 32 accumulators and 16
+# broadcast numbers in 32 registers, and spilled half of them at every step: 55-60 GFLOP/s on one
+# core against 90-105 with 8 rows (Winograd's GEMMs, benchmarks/PROFILE.md). conv_tile, whose
+# inputs change with every tap, measured no faster in halves. AVX2's 4 rows are one half.
 HALF_ROWS = min(TILE_ROWS, 8)
 
 
@@ -158,9 +149,21 @@ def _store_half(a, first, t):
 
 
 @numba.njit(**FMA)
+def weight_grad_tile(inputs, dy, out):
+    """out[i, j] += sum over positions q of inputs[q, i] * dy[q, j]: TILE_ROWS input channels of
+    one tap by TILE_COLS output channels, HALF_ROWS at a time. Each position: HALF_ROWS inputs
+    (broadcast) times TILE_COLS channels of dy."""
+    for first in range(0, TILE_ROWS, HALF_ROWS):
+        t = _load_half(out, first)
+        for q in range(dy.shape[0]):
+            t = _half_fma(t, inputs[q], first, dy[q])
+        _store_half(out, first, t)
+
+
+@numba.njit(**FMA)
 def gemm_tile(a, b, out):
     """out[i, j] += sum over k of a[i, k] * b[k, j]: TILE_ROWS rows of a by TILE_COLS columns of
-    b, as weight_grad_tile with a read across its rows, HALF_ROWS rows at a time. Each k:
+    b, HALF_ROWS at a time, as weight_grad_tile with a read across its rows. Each k:
     HALF_ROWS numbers of a (broadcast) times TILE_COLS neighbouring numbers of b."""
     for first in range(0, TILE_ROWS, HALF_ROWS):
         t = _load_half(out, first)
