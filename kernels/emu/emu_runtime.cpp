@@ -84,7 +84,7 @@ struct Fiber {
 };
 
 // A block's accesses published by a fence and an atomic: those of its threads before epoch
-// `epoch`, and all of `thread`'s (grid-wide linear id + 1, as in Touch).
+// `epoch`, and `thread`'s own in that epoch (grid-wide linear id + 1, as in Touch).
 struct Release {
     int block, epoch, thread;
 };
@@ -340,8 +340,10 @@ bool ordered(Touch before)
     }
     for (const Acquire& a : now.acquired) {
         const Release& r = a.release;
-        const bool published = r.block == block
-                               && (before.epoch < r.epoch || before.thread == r.thread);
+        // (the releasing thread's own accesses count up to its barrier epoch at the atomic)
+        const bool published = r.block == block && (before.epoch < r.epoch
+                                                    || (before.thread == r.thread
+                                                        && before.epoch == r.epoch));
         if (published && (a.thread == me || a.epoch < now.epoch)) {
             return true;
         }
