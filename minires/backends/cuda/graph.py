@@ -51,7 +51,7 @@ class GraphedStep:
         if x_data.shape != self.static_x.shape or np.shape(y) != self.static_y.shape:
             return self.eager_step(model, batch, optimizer)  # a partial batch: not the graph's
         self.static_x[...] = x_data  # copies on the current stream, before the replay on it
-        self.static_y[...] = y
+        self.static_y[...] = get_array_module(self.static_y).asarray(y)  # host labels: moved
         if self.graph is None or not self._still_holds(model, optimizer):
             self._capture(model, optimizer)
         self._replay()
