@@ -1,8 +1,8 @@
 """Batch normalisation in four passes over memory, where NumPy's expressions take about twelve.
 
 Must match reference.Reference.batch_norm_forward/backward on (N, C, H, W) inputs, and
-batch_norm_relu_forward/backward: batchnorm followed by ReLU costs no pass more, as the output
-pass applies the ReLU and the backward's reads of dy skip it where y = 0. Training
+batch_norm_relu_forward/backward: a ReLU after batchnorm costs no pass of its own, as the output
+pass clips at 0 and the backward's passes read dy as 0 where the output y is 0. Training
 batchnorm reads its input twice (statistics, then the output) and its backward reads dy and x
 twice (two sums, then dx). They are bound by memory; running them on every core still pays on a
 quiet machine (each core has its own path to the caches). A sum over a channel's N planes goes
