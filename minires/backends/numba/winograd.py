@@ -18,7 +18,7 @@ import numpy as np
 from numba import prange
 
 from ..reference import WINOGRAD_MATRICES
-from .config import FMA, INLINE, PARALLEL, TILE_COLS, TILE_ROWS, round_up, vectorized
+from .config import FMA, INLINE, PARALLEL, SERIAL, TILE_COLS, TILE_ROWS, round_up, vectorized
 from .tile import _fma_row, _load_row, _store_row, gemm_tile, weight_grad_tile
 
 # -- the 1-D transforms, one row of each matrix of reference.WINOGRAD_MATRICES per value ---------
@@ -353,6 +353,28 @@ def group_size(tiles_per_image, target=64):
     return max(1, round(target / tiles_per_image))
 
 
+@numba.njit(**SERIAL)
+def _matmul_kernel(a, b, out):
+    for i in range(a.shape[0]):
+        for k in range(a.shape[1]):
+            for j in range(b.shape[1]):
+                out[i, j] += a[i, k] * b[k, j]
+
+
+def _matmul(a, b):
+    """a @ b in float64 for a small a, in numba: out[i, j] = sum over k of a[i, k] * b[k, j]."""
+    out = np.zeros((a.shape[0], b.shape[1]))
+    _matmul_kernel(np.ascontiguousarray(a, np.float64), np.ascontiguousarray(b, np.float64), out)
+    return out
+
+
+def _kron_G(tile):
+    """kron(G, G) of F(tile x tile, 3x3): ((tile+2)^2, 9), G[k, r] * G[l, s] at
+    [k*(tile+2) + l, r*3 + s]."""
+    _, G, _ = WINOGRAD_MATRICES[tile]
+    return np.kron(G, G)
+
+
 def _sizes(x_shape, padding, tile):
     """(H_out, W_out, tiles_h, tiles_w) of a 3x3 stride-1 convolution in tile x tile tiles."""
     H_out, W_out = x_shape[2] + 2 * padding[0] - 2, x_shape[3] + 2 * padding[1] - 2
@@ -366,11 +388,14 @@ def conv2d(x, w, padding, tile):
     N, C = x.shape[:2]
     C_out = w.shape[0]
     H_out, W_out, tiles_h, tiles_w = _sizes(x.shape, padding, tile)
-    _, G, _ = WINOGRAD_MATRICES[tile]
-    U = np.einsum("kr,oirs,ls->klio", G, w, G)  # (m+2, m+2, C, C_out), in float64
+    # U[k*(m+2) + l, c, co] = (G w[co, c] G^T)[k, l] as one product, in float64: kron(G, G)
+    # holds G[k, r] * G[l, s] at [k*(m+2) + l, r*3 + s]. (np.einsum took 3x as long as all the
+    # rest; with BLAS's threads, spinning after the call, stage 3's forward took 6x as long.)
+    U = _matmul(_kron_G(tile), w.reshape(C_out * C, 9).T)  # (positions, C_out*C)
+    U = U.reshape(-1, C_out, C).transpose(0, 2, 1)  # (positions, C, C_out)
     out_blocks = round_up(C_out, TILE_COLS) // TILE_COLS
     U_tiles = np.zeros(((tile + 2) ** 2, C, out_blocks * TILE_COLS), dtype=x.dtype)
-    U_tiles[:, :, :C_out] = U.reshape(-1, C, C_out)
+    U_tiles[:, :, :C_out] = U
     # (positions, C, out_blocks*TILE_COLS) -> (out_blocks, positions, C, TILE_COLS)
     U_tiles = np.ascontiguousarray(
         U_tiles.reshape(-1, C, out_blocks, TILE_COLS).transpose(2, 0, 1, 3))
@@ -408,8 +433,9 @@ def conv2d_weight_grad(x, dy, padding, tile):
     dU = dU_parts.sum(axis=0, dtype=np.float64).transpose(0, 1, 3, 2, 4)
     # (positions, C, C_out), then (m+2, m+2, C, C_out)
     dU = dU.reshape(-1, in_blocks * TILE_ROWS, out_blocks * TILE_COLS)[:, :C, :C_out]
-    _, G, _ = WINOGRAD_MATRICES[tile]
-    dw = np.einsum("kr,klio,ls->oirs", G, dU.reshape(tile + 2, tile + 2, C, C_out), G)
+    # dw[co, c, r, s] = sum over k, l of G[k, r] * dU[k*(m+2) + l, c, co] * G[l, s]
+    dw = _matmul(_kron_G(tile).T, dU.reshape(-1, C * C_out))  # (9, C*C_out)
+    dw = dw.reshape(3, 3, C, C_out).transpose(3, 2, 0, 1)
     return np.ascontiguousarray(dw.astype(x.dtype))
 
 
