@@ -4,7 +4,9 @@ For each distinct conv shape of ResNet-20 at batch 128, times forward and forwar
 (input and weight gradients) and prints milliseconds, GFLOP/s and minires/PyTorch speed ratios
 (>1 means minires is faster). PyTorch gets the same thread count as minires's numba kernels.
 
-    python benchmarks/bench_conv.py [--batch 128] [--repeat 3] [--threads 2]
+    python benchmarks/bench_conv.py [--batch 128] [--repeat 3] [--threads 2] [--no-winograd]
+
+--no-winograd keeps every layer on conv.py (the numba backend's winograd = False), to compare.
 """
 
 import argparse
@@ -74,8 +76,13 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--no-winograd", action="store_true", help="conv.py on every layer")
     args = parser.parse_args()
     import numba
+
+    from minires import backends
+
+    backends.backend("numba").winograd = not args.no_winograd
 
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))  # minires's kernels
     try:
@@ -87,7 +94,8 @@ def main():
         print("PyTorch is not installed: printing minires times only")
 
     rng = np.random.default_rng(0)
-    print(f"batch {args.batch}, {args.threads} threads, best of {args.repeat}")
+    winograd = "off" if args.no_winograd else "on"
+    print(f"batch {args.batch}, {args.threads} threads, best of {args.repeat}, Winograd {winograd}")
     header = f"{'layer':12} {'shape':>18} {'GFLOP':>6} | {'fwd ms':>7} {'GF/s':>5} "
     header += f"{'fwd+bwd ms':>10} {'GF/s':>5}"
     if torch:
