@@ -10,8 +10,14 @@ convolution. The images go in groups (one parallel task each) small enough for t
 The input gradient (stride 1) is the same convolution of dy with the kernel flipped; the weight
 gradient runs the formula backwards: dM = A dy_tile A^T, dU[pos] = V[pos]^T @ dM[pos] summed
 over tiles, dw = G^T dU G (exact: the formula equals the convolution for every w).
-F(4x4) multiplies 4x less than a direct convolution, F(2x2) 2.25x; choose_tile says which runs
-where (benchmarks/PROFILE.md has the figures)."""
+F(4x4) multiplies 4x less than a direct convolution, F(2x2) 2.25x. choose_tile's rule, from
+one core's CPU time in ms at batch 128 (forward / input gradient / weight gradient; Intel Xeon,
+AVX-512; benchmarks/PROFILE.md has the 2-thread figures):
+                         conv.py          F(2x2)          F(4x4)
+  3->16 32x32 (first)   3.8 / - / 10.6    6.9 / - / 7.1   5.6 / - / 5.3
+  16->16 32x32         12.7 / 12.7 / 13.0  9.1 / 9.1 / 7.7  7.2 / 7.0 / 5.8
+  32->32 16x16         11.7 / 11.7 / 10.1  5.2 / 5.2 / 4.6  3.9 / 3.9 / 3.4
+  64->64 8x8           12.3 / 12.2 / 10.7  4.2 / 4.3 / 4.0  3.4 / 3.4 / 3.6"""
 
 import numba
 import numpy as np
