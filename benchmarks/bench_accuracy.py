@@ -7,7 +7,8 @@ reference in float32; and the fast backend (numba: its own convolutions, Winogra
 float32. Training amplifies every rounding difference, step after step, so no float32 run stays
 on the exact curve; the question is whether the fast backend strays further than float32 itself
 does. It passes (exit status 0) when its loss stays within `--factor` times the reference-float32
-run's distance from the exact curve, at every step and on average, plus 1e-6.
+run's distance from the exact curve, at its largest and on average (within_float32_noise says
+why not step by step).
 
     python benchmarks/bench_accuracy.py [--depth 20] [--batch 32] [--steps 150] [--fast numba]
 """
@@ -53,12 +54,18 @@ def loss_curve(backend, dtype, depth, batch, steps, seed=0):
 
 
 def within_float32_noise(exact, reference32, fast32, factor=3.0):
-    """Whether fast32's loss curve stays as close to the exact one as reference32's, give or
-    take factor: at every step, within factor times the largest distance reference32 has reached
-    so far (early on, while float32's noise is still tiny, that is strict), and on average."""
+    """Whether fast32's loss curve strays from the exact one no further than reference32's does,
+    give or take factor: in its largest and in its mean distance over the run.
+
+    Not step by step: training is chaotic, and a rounding difference of 1e-7 grows to 0.1 in the
+    loss within 10-25 steps (ResNet-20, batch 32, lr 0.1), as soon as it moves one ReLU input
+    across 0. Which float32 run crosses first is chance (Winograd's F(4x4), which rounds about
+    10x more than a direct sum, tends to cross a few steps earlier), so a step-by-step band would
+    measure luck. The accuracy of each op is tested on its own (test_winograd, test_backends); a
+    wrong backward shows here as a curve that leaves from the first steps on."""
     noise, error = np.abs(reference32 - exact), np.abs(fast32 - exact)
-    band = factor * np.maximum.accumulate(noise) + 1e-6
-    return bool((error <= band).all() and error.mean() <= factor * noise.mean() + 1e-6)
+    return bool(error.max() <= factor * noise.max() + 1e-6
+                and error.mean() <= factor * noise.mean() + 1e-6)
 
 
 def main(argv=None):
