@@ -53,26 +53,26 @@ class Numba(Reference):
     # instance's or a subclass's) keeps every layer on conv.py, to compare.
     winograd = True
 
-    def _winograd_tile(self, x_shape, w_shape, stride, padding):
+    def _winograd_tile(self, x_shape, w_shape, stride, padding, dtype):
         """2 or 4: the tile of F(tile x tile, 3x3) for this layer; None: conv.py."""
         if not self.winograd or w_shape[2:] != (3, 3) or stride != (1, 1) or max(padding) > 1:
             return None
-        return winograd.choose_tile(x_shape[1], w_shape[0], *x_shape[2:])
+        return winograd.choose_tile(x_shape[1], w_shape[0], *x_shape[2:], dtype=dtype)
 
     def _conv(self, x, w, stride, padding):
-        tile = self._winograd_tile(x.shape, w.shape, stride, padding)
+        tile = self._winograd_tile(x.shape, w.shape, stride, padding, x.dtype)
         if tile:
             return winograd.conv2d(x, w, padding, tile)
         return conv.conv2d(x, w, stride, padding)
 
     def _conv_input_grad(self, dy, w, x_shape, stride, padding):
-        tile = self._winograd_tile(x_shape, w.shape, stride, padding)
+        tile = self._winograd_tile(x_shape, w.shape, stride, padding, dy.dtype)
         if tile:
             return winograd.conv2d_input_grad(dy, w, padding, tile)
         return conv.conv2d_input_grad(dy, w, x_shape, stride, padding)
 
     def _conv_weight_grad(self, x, dy, w_shape, stride, padding):
-        tile = self._winograd_tile(x.shape, w_shape, stride, padding)
+        tile = self._winograd_tile(x.shape, w_shape, stride, padding, x.dtype)
         if tile:
             return winograd.conv2d_weight_grad(x, dy, padding, tile)
         return conv.conv2d_weight_grad(x, dy, *w_shape[2:], stride, padding)

@@ -10,7 +10,8 @@ convolution. The images go in groups (one parallel task each) small enough for t
 The input gradient (stride 1) is the same convolution of dy with the kernel flipped; the weight
 gradient runs the formula backwards: dM = A dy_tile A^T, dU[pos] = V[pos]^T @ dM[pos] summed
 over tiles, dw = G^T dU G (exact: the formula equals the convolution for every w).
-F(4x4) multiplies 4x less than a direct convolution, F(2x2) 2.25x. choose_tile's rule, from
+F(4x4) multiplies 4x less than a direct convolution, F(2x2) 2.25x, but F(4x4) rounds worse:
+float32 gets F(2x2), float64 F(4x4) (choose_tile says why). The speeds behind the rule, from
 one core's CPU time in ms at batch 128 (forward / input gradient / weight gradient; Intel Xeon,
 AVX-512; benchmarks/PROFILE.md has the 2-thread figures):
                          conv.py          F(2x2)          F(4x4)
@@ -445,10 +446,14 @@ def conv2d_weight_grad(x, dy, padding, tile):
     return np.ascontiguousarray(dw.astype(x.dtype))
 
 
-def choose_tile(C, C_out, H, W):
-    """The tile for a 3x3 stride-1 layer with C -> C_out channels on H x W images: 4, 2, or None
-    (conv.py). F(4x4) measured fastest on every such layer of ResNet-20 (the header's figures)
-    but the first, whose 3 input channels fill a sixth of the transforms' 16 lanes: there
-    conv.py's forward is faster, and F(4x4)'s float32 rounding on the raw images flipped two
-    ReLU inputs of tests/test_backends.py's network (none with conv.py there)."""
-    return 4 if C >= 16 else None
+def choose_tile(C, C_out, H, W, dtype=np.float32):
+    """The tile for a 3x3 stride-1 layer with C -> C_out channels on H x W images of dtype: 4,
+    2, or None (conv.py). F(4x4) measured fastest on every such layer of ResNet-20 (the header's
+    figures) but the first, whose 3 input channels fill a sixth of the transforms' 16 lanes:
+    conv.py is faster there. In float32 F(2x2): F(4x4)'s rounding (5x a direct sum's) took a
+    150-step training curve (tests/test_training_curves.py) out of float32's own noise band,
+    7x over it at worst, and flipped two ReLU inputs of tests/test_backends.py's network; F(2x2)
+    stays inside the band, nearer the float64 curve than conv.py."""
+    if C < 16:
+        return None
+    return 4 if dtype == np.float64 else 2
