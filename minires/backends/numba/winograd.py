@@ -451,9 +451,10 @@ def choose_tile(C, C_out, H, W, dtype=np.float32):
     2, or None (conv.py). F(4x4) measured fastest on every such layer of ResNet-20 (the header's
     figures) but the first, whose 3 input channels fill a sixth of the transforms' 16 lanes:
     conv.py is faster there. In float32 F(2x2): F(4x4)'s rounding (5x a direct sum's) took a
-    150-step training curve (tests/test_training_curves.py) out of float32's own noise band,
-    7x over it at worst, and flipped two ReLU inputs of tests/test_backends.py's network; F(2x2)
-    stays inside the band, nearer the float64 curve than conv.py."""
+    150-step training curve (tests/test_training_curves.py) 20x past float32's own noise at some
+    step (its mean distance: 1.3x), and on the first layer flipped two ReLU inputs of
+    tests/test_backends.py's network; F(2x2) stays nearer the float64 curve than conv.py.
+    Returning 4 for float32 too is the faster choice (benchmarks/PROFILE.md)."""
     if C < 16:
         return None
     return 4 if dtype == np.float64 else 2
