@@ -21,7 +21,10 @@ SMALL_MACHINE_CPUS = 4
 
 
 def in_notebook():
-    return "ipykernel" in sys.modules
+    """Whether this runs in a Jupyter kernel: one has started, not merely been imported (a test
+    run imports ipykernel to check that it is installed)."""
+    kernelapp = sys.modules.get("ipykernel.kernelapp")
+    return kernelapp is not None and kernelapp.IPKernelApp.initialized()
 
 
 def parser(description, full_help):

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,9 @@ def test_lesson_flags_ignore_what_jupyter_passes(monkeypatch, tmp_path):
     """In a notebook, the kernel's flags (-f kernel.json) are not the lesson's: defaults."""
     from minires import lesson
 
-    monkeypatch.setitem(sys.modules, "ipykernel", sys)  # what in_notebook() looks for
+    kernel = types.SimpleNamespace(initialized=lambda: True)  # a kernel that has started
+    monkeypatch.setitem(sys.modules, "ipykernel.kernelapp", types.SimpleNamespace(
+        IPKernelApp=kernel))
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")  # so that numba's threads stay as they are
     monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
     monkeypatch.setattr(sys, "argv", ["ipykernel_launcher.py", "-f", "/run/kernel.json"])
