@@ -104,7 +104,7 @@ def announce_first_compile():
     missing = uncompiled_kernels()
     if missing:
         print(f"{len(missing)} of minires's numba kernels are not compiled yet: a lesson that "
-              "uses them compiles them on first use, once (up to about 30 s on 2 cores)",
+              "uses them compiles them on first use, once (about a minute on 2 cores)",
               flush=True)
 
 
