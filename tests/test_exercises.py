@@ -220,6 +220,12 @@ def test_every_gradient_is_graded_when_one_has_the_wrong_shape(tmp_path):
     assert "dbeta     WRONG: dbeta has shape (2, 3, 3), expected (2,)" in case2, report
 
 
+def test_every_exercise_has_at_least_five_cases():
+    for name, ex in EXERCISES.items():
+        assert len(ex.cases) >= 5, name
+        assert len({c.description for c in ex.cases}) == len(ex.cases), name
+
+
 def test_hints_come_in_steps():
     for name, ex in EXERCISES.items():
         assert len(ex.hints) == 3 and all(h.strip() for h in ex.hints), name

@@ -126,14 +126,17 @@ def _batchnorm_cases():
 def _residual_cases():
     def case(seed, N, C, H, W):
         rng = _rng(seed)
-        return Case(f"x ({N}, {C}, {H}, {W}), two 3x3 convolutions with {C} channels", {},
+        channels = f"{C} channel{'s' if C > 1 else ''}"
+        return Case(f"x ({N}, {C}, {H}, {W}), two 3x3 convolutions with {channels}", {},
                     (rng.standard_normal((N, C, H, W)),
                      rng.standard_normal((C, C, 3, 3)) * 0.3, 1 + 0.3 * rng.standard_normal(C),
                      0.3 * rng.standard_normal(C),
                      rng.standard_normal((C, C, 3, 3)) * 0.3, 1 + 0.3 * rng.standard_normal(C),
                      0.3 * rng.standard_normal(C)))
 
-    return [case(9, 2, 3, 4, 4), case(30, 3, 2, 3, 5), case(31, 2, 1, 5, 3)]
+    return [case(9, 2, 3, 4, 4), case(30, 3, 2, 3, 5), case(31, 2, 1, 5, 3),
+            case(32, 1, 2, 4, 4),  # batch 1: batchnorm's statistics over H, W alone
+            case(33, 2, 5, 3, 6)]  # non-square, an odd channel count
 
 
 EXERCISES = {
