@@ -125,7 +125,7 @@ class Tensor:
             dxs = fn.backward(dy)
             if not isinstance(dxs, tuple):
                 dxs = (dxs,)
-            for x, dx in zip(fn.inputs, dxs):
+            for i, (x, dx) in enumerate(zip(fn.inputs, dxs)):
                 if x is None or dx is None or not x.requires_grad:
                     continue
                 if dx.shape != x.shape:
@@ -134,7 +134,9 @@ class Tensor:
                 if dx.dtype != x.dtype:  # float32 * float64 gives float64: not for x's gradient
                     dx = dx.astype(x.dtype)
                 if x.creator is None:
-                    _accumulate(x, dx, owned=_is_plain(dx) and not _shares_memory(dx, dy, dxs, fn))
+                    others = dxs[:i] + dxs[i + 1:]  # fn's other gradients (perhaps dx itself)
+                    _accumulate(x, dx, owned=_is_plain(dx) and not _shares_memory(dx, dy, others,
+                                                                                  fn))
                 else:
                     key = id(x.creator)
                     grads[key] = dx if key not in grads else grads[key] + dx
@@ -231,12 +233,13 @@ def _is_plain(a):
     return a.flags.c_contiguous and getattr(a.flags, "writeable", True)  # CuPy: no such flag
 
 
-def _shares_memory(dx, dy, dxs, fn):
+def _shares_memory(dx, dy, other_grads, fn):
     """Whether dx may share memory with what else fn.backward saw or returned: its upstream dy
-    (Add passes dy through as is, reshape returns a view of it), fn's other gradients, the
-    arrays fn saved and its inputs' data. Otherwise backward made dx for this input alone."""
+    (Add passes dy through as is, reshape returns a view of it), fn's gradients for its other
+    inputs (one array may be returned for two), the arrays fn saved and its inputs' data.
+    Otherwise backward made dx for this input alone."""
     xp = get_array_module(dx)
-    others = [dy, *(d for d in dxs if d is not dx), *(x.data for x in fn.inputs if x is not None)]
+    others = [dy, *other_grads, *(x.data for x in fn.inputs if x is not None)]
     for value in vars(fn).values():  # what forward saved: arrays, or tuples of them
         others += value if isinstance(value, (tuple, list)) else [value]
     return any(xp.may_share_memory(dx, other) for other in others

@@ -229,6 +229,26 @@ def test_a_leaf_gradient_never_aliases_another_array():
     np.testing.assert_array_equal(d.grad, [2.0, 2.0, 2.0])
 
 
+def test_one_array_returned_for_two_inputs_becomes_two_gradients():
+    """A backward may hand the same new array to two inputs (dy * 2 for a + a-like ops): the
+    leaves must not end up sharing one .grad."""
+
+    class Doubled(minires.Function):
+        def forward(self, a, b):
+            return 2 * (a + b)
+
+        def backward(self, dy):
+            g = 2 * dy  # a fresh array, returned for both inputs
+            return g, g
+
+    a = tensor(np.ones(3), requires_grad=True)
+    b = tensor(np.ones(3), requires_grad=True)
+    Doubled()(a, b).backward(np.ones(3))
+    assert not np.may_share_memory(a.grad, b.grad)
+    a.grad *= 0.0
+    np.testing.assert_array_equal(b.grad, [2.0, 2.0, 2.0])
+
+
 def test_a_fresh_gradient_is_kept_without_a_copy_and_accumulates_out_of_place():
     x = tensor(np.arange(3.0), requires_grad=True)
     w = tensor(np.full(3, 2.0), requires_grad=True)
