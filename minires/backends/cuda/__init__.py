@@ -81,7 +81,7 @@ class CUDA(Reference):
 
     def batch_norm_relu_forward(self, x, gamma, beta, running_mean, running_var, training,
                                 momentum, eps):
-        """batchnorm's two launches, the normalisation writing max(y, 0)."""
+        """batchnorm's launch, writing max(y, 0)."""
         if not _float32(x, gamma, beta, running_mean, running_var):
             return super().batch_norm_relu_forward(x, gamma, beta, running_mean, running_var,
                                                    training, momentum, eps)
@@ -89,7 +89,7 @@ class CUDA(Reference):
                                                 training, momentum, eps, relu=True)
 
     def batch_norm_relu_backward(self, dy, saved, training):
-        """batchnorm's two launches, reading dy as 0 where the forward's output y is not > 0."""
+        """batchnorm's launch, reading dy as 0 where the forward's output y is not > 0."""
         if not isinstance(saved, normalization.Saved):
             return super().batch_norm_relu_backward(dy, saved, training)
         return normalization.batch_norm_backward(dy, saved, training)
