@@ -68,12 +68,20 @@ def split_channel(xc, sh, sw, ph, pw, row_length, phases):
     goes to phase ((h+ph) % sh, (w+pw) % sw), row (h+ph) // sh, column (w+pw) // sw.
     Writes only the pixels of xc; the padding keeps what phases held (zero)."""
     H, W = xc.shape
-    for h in range(H):
-        r, row = (h + ph) % sh, (h + ph) // sh
-        for k in range(sw):  # phase (r, k) gets every sw-th pixel of the row, from w0
+    for r in range(sh):
+        h0 = (r - ph) % sh  # the first row of x in phase row r: row h0 + i*sh goes to row0 + i
+        row0, rows = (h0 + ph) // sh, len(range(h0, H, sh))
+        for k in range(sw):  # and column w0 + j*sw to column column0 + j
             w0 = (k - pw) % sw
-            start, n = row * row_length + (w0 + pw) // sw, len(range(w0, W, sw))
-            phases[r * sw + k, start:start + n] = xc[h, w0::sw]
+            column0, columns = (w0 + pw) // sw, len(range(w0, W, sw))
+            phase = phases[r * sw + k]
+            # Loops with no division in them (each // or % by a number known only at run time
+            # costs tens of cycles), and no slice assignment: numba copies through a temporary
+            # array whenever it cannot rule out that the two slices overlap.
+            for i in range(rows):
+                start, h = (row0 + i) * row_length + column0, h0 + i * sh
+                for j in range(columns):
+                    phase[start + j] = xc[h, w0 + j * sw]
 
 
 @numba.njit(**SERIAL)
@@ -102,18 +110,16 @@ def _conv(x, weight_tiles, starts, sh, sw, ph, pw, row_length, phase_length, wid
         phases = np.empty((C, sh * sw, phase_length), dtype=x.dtype)
         split_image(x[n], sh, sw, ph, pw, row_length, phases)
         image = phases.reshape(-1)
-        # acc[q // TILE_COLS, co // TILE_ROWS, co % TILE_ROWS, q % TILE_COLS]: output channel co
-        # at wide position q, in tiles
-        acc = np.zeros((wide_size // TILE_COLS, groups, TILE_ROWS, TILE_COLS), dtype=y.dtype)
+        # wide[co // TILE_ROWS, co % TILE_ROWS, q]: output channel co at wide position q
+        wide = np.zeros((groups, TILE_ROWS, wide_size), dtype=y.dtype)
         for p in range(0, wide_size, TILE_COLS):
             for g in range(groups):  # the inputs of each tap stay in cache for every group
-                conv_tile(image, starts, p, weight_tiles[g], acc[p // TILE_COLS, g])
-        for co in range(C_out):
+                conv_tile(image, starts, p, weight_tiles[g], wide[g])
+        for co in range(C_out):  # each output row: the first W_out columns of a wide row
             g, i = co // TILE_ROWS, co % TILE_ROWS
             for oh in range(H_out):
-                for ow in range(W_out):
-                    q = oh * row_length + ow
-                    y[n, co, oh, ow] = acc[q // TILE_COLS, g, i, q % TILE_COLS]
+                for ow in range(W_out):  # not a slice assignment (split_channel says why)
+                    y[n, co, oh, ow] = wide[g, i, oh * row_length + ow]
 
 
 def conv2d(x, w, stride, padding):
@@ -161,21 +167,25 @@ def _conv_strided_input_grad(dy, weight_tiles, starts, bounds, sh, sw, ph, pw, t
         dy_padded = np.empty((C_out, 1, dy_length), dtype=dy.dtype)
         split_image(dy[n], 1, 1, taps_down - 1, taps_across - 1, dy_row_length, dy_padded)
         image = dy_padded.reshape(-1)
-        acc = np.empty((wide_size // TILE_COLS, groups, TILE_ROWS, TILE_COLS), dtype=dx.dtype)
+        wide = np.empty((groups, TILE_ROWS, wide_size), dtype=dx.dtype)
         for r in range(sh):
             for c in range(sw):
                 taps = slice(bounds[r * sw + c], bounds[r * sw + c + 1])
-                acc[:] = 0
+                wide[:] = 0
                 for p in range(0, wide_size, TILE_COLS):
                     for g in range(groups):
-                        conv_tile(image, starts[taps], p, weight_tiles[g, taps],
-                                  acc[p // TILE_COLS, g])
-                for ci in range(C):  # the phase's pixels that are not padding
+                        conv_tile(image, starts[taps], p, weight_tiles[g, taps], wide[g])
+                # The phase's pixels that are not padding: rows h0 + a*sh, columns w0 + b*sw
+                # of dx, at row row0 + a and column column0 + b of the wide output (as in
+                # split_channel, no division inside the loops)
+                h0, w0 = (r - ph) % sh, (c - pw) % sw
+                row0, column0 = (h0 + ph) // sh, (w0 + pw) // sw
+                for ci in range(C):
                     g, i = ci // TILE_ROWS, ci % TILE_ROWS
-                    for h in range((r - ph) % sh, H, sh):
-                        for w in range((c - pw) % sw, W, sw):
-                            q = (h + ph) // sh * dy_row_length + (w + pw) // sw
-                            dx[n, ci, h, w] = acc[q // TILE_COLS, g, i, q % TILE_COLS]
+                    for a in range(len(range(h0, H, sh))):
+                        q = (row0 + a) * dy_row_length + column0
+                        for b in range(len(range(w0, W, sw))):
+                            dx[n, ci, h0 + a * sh, w0 + b * sw] = wide[g, i, q + b]
 
 
 def _strided_input_grad(dy, w, x_shape, stride, padding):

@@ -51,32 +51,34 @@ if TILE_ROWS == 16:
                 _fma_row(t[15], s[15], v))
 
     @numba.njit(**INLINE)
-    def _load_tile(a):
-        """The TILE_ROWS x TILE_COLS array a as a tile."""
-        return (_load_row(a[0]), _load_row(a[1]), _load_row(a[2]), _load_row(a[3]),
-                _load_row(a[4]), _load_row(a[5]), _load_row(a[6]), _load_row(a[7]),
-                _load_row(a[8]), _load_row(a[9]), _load_row(a[10]), _load_row(a[11]),
-                _load_row(a[12]), _load_row(a[13]), _load_row(a[14]), _load_row(a[15]))
+    def _load_tile(a, p):
+        """Columns p .. p + TILE_COLS of the TILE_ROWS rows of a, as a tile."""
+        return (_load_row(a[0, p:]), _load_row(a[1, p:]), _load_row(a[2, p:]),
+                _load_row(a[3, p:]), _load_row(a[4, p:]), _load_row(a[5, p:]),
+                _load_row(a[6, p:]), _load_row(a[7, p:]), _load_row(a[8, p:]),
+                _load_row(a[9, p:]), _load_row(a[10, p:]), _load_row(a[11, p:]),
+                _load_row(a[12, p:]), _load_row(a[13, p:]), _load_row(a[14, p:]),
+                _load_row(a[15, p:]))
 
     @numba.njit(**INLINE)
-    def _store_tile(a, t):
-        """a[:] = the tile t."""
-        _store_row(a[0], t[0])
-        _store_row(a[1], t[1])
-        _store_row(a[2], t[2])
-        _store_row(a[3], t[3])
-        _store_row(a[4], t[4])
-        _store_row(a[5], t[5])
-        _store_row(a[6], t[6])
-        _store_row(a[7], t[7])
-        _store_row(a[8], t[8])
-        _store_row(a[9], t[9])
-        _store_row(a[10], t[10])
-        _store_row(a[11], t[11])
-        _store_row(a[12], t[12])
-        _store_row(a[13], t[13])
-        _store_row(a[14], t[14])
-        _store_row(a[15], t[15])
+    def _store_tile(a, p, t):
+        """Columns p .. p + TILE_COLS of the TILE_ROWS rows of a = the tile t."""
+        _store_row(a[0, p:], t[0])
+        _store_row(a[1, p:], t[1])
+        _store_row(a[2, p:], t[2])
+        _store_row(a[3, p:], t[3])
+        _store_row(a[4, p:], t[4])
+        _store_row(a[5, p:], t[5])
+        _store_row(a[6, p:], t[6])
+        _store_row(a[7, p:], t[7])
+        _store_row(a[8, p:], t[8])
+        _store_row(a[9, p:], t[9])
+        _store_row(a[10, p:], t[10])
+        _store_row(a[11, p:], t[11])
+        _store_row(a[12, p:], t[12])
+        _store_row(a[13, p:], t[13])
+        _store_row(a[14, p:], t[14])
+        _store_row(a[15, p:], t[15])
 else:
     @numba.njit(**INLINE)
     def _tile_fma(t, s, v):
@@ -85,29 +87,31 @@ else:
                 _fma_row(t[3], s[3], v))
 
     @numba.njit(**INLINE)
-    def _load_tile(a):
-        """The TILE_ROWS x TILE_COLS array a as a tile."""
-        return _load_row(a[0]), _load_row(a[1]), _load_row(a[2]), _load_row(a[3])
+    def _load_tile(a, p):
+        """Columns p .. p + TILE_COLS of the TILE_ROWS rows of a, as a tile."""
+        return _load_row(a[0, p:]), _load_row(a[1, p:]), _load_row(a[2, p:]), _load_row(a[3, p:])
 
     @numba.njit(**INLINE)
-    def _store_tile(a, t):
-        """a[:] = the tile t."""
-        _store_row(a[0], t[0])
-        _store_row(a[1], t[1])
-        _store_row(a[2], t[2])
-        _store_row(a[3], t[3])
+    def _store_tile(a, p, t):
+        """Columns p .. p + TILE_COLS of the TILE_ROWS rows of a = the tile t."""
+        _store_row(a[0, p:], t[0])
+        _store_row(a[1, p:], t[1])
+        _store_row(a[2, p:], t[2])
+        _store_row(a[3, p:], t[3])
 
 
 @numba.njit(**FMA)
 def conv_tile(image, tap_starts, p, weights, out):
-    """out[i, j] += sum over taps k of weights[k, i] * image[tap_starts[k] + p + j]: TILE_ROWS
-    channels i by TILE_COLS neighbouring wide positions j from p. Each tap: TILE_ROWS weights
-    (broadcast) times TILE_COLS inputs that sit side by side in the flattened image."""
-    t = _load_tile(out)
+    """out[i, p + j] += sum over taps k of weights[k, i] * image[tap_starts[k] + p + j]:
+    TILE_ROWS channels i by TILE_COLS neighbouring wide positions p + j. Each tap: TILE_ROWS
+    weights (broadcast) times TILE_COLS inputs that sit side by side in the flattened image.
+    out is C-contiguous (TILE_ROWS, wide positions), so each row of the tile is one contiguous
+    load and store (with unknown strides, LLVM would gather)."""
+    t = _load_tile(out, p)
     for k in range(tap_starts.size):
         start = tap_starts[k] + p
         t = _tile_fma(t, weights[k], image[start:start + TILE_COLS])
-    _store_tile(out, t)
+    _store_tile(out, p, t)
 
 
 # The two GEMMs below work on the tile in halves of HALF_ROWS = 8 rows: with 16, numba's LLVM on
