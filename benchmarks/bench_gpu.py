@@ -15,8 +15,8 @@ CUDA for the PyTorch columns. Three parts, each printed as times and a ratio (>1
 and prints the kernel launches and device-to-host syncs the step would cost on CuPy
 (minires/backends/cuda/counting.py says what counts). The emulator is far too slow for batch
 128, so it runs at batch 4 unless --batch says otherwise. The count does not depend on the
-batch: which GEMMs split K (gpu.split_k) does (30 of a step at batch 4, 25 at batch 128), but
-gemm_tiled sums the slices in the same launch, so a split GEMM is one launch like the others:
+batch: which GEMMs split K (gpu.split_k) does (42 of a step at batch 4, 31 at batch 128), but
+the tiled kernels sum the slices in the same launch, so a split GEMM is one launch like the others:
 
     python benchmarks/bench_gpu.py --count [--batch 4] [--by-name]
 """

@@ -1,13 +1,14 @@
-/* gemm.cu: C = op(A) @ op(B) in float32, two versions side by side (lessons 4 and 10).
+/* gemm.cu: C = op(A) @ op(B) in float32, three versions side by side (lessons 4 and 10).
 
    What it computes (minires/backends/reference.py's gemm, the specification): op(A) is (M, K) and
    op(B) is (K, N), where op transposes when asked:
        A is stored (M, K) row-major, or (K, M) when trans_a: op(A)[m][k] = A[k*M + m]
        B is stored (K, N) row-major, or (N, K) when trans_b: op(B)[k][n] = B[n*K + k]
-   C is (M, N) row-major. conv2d needs three of the four cases:
+   C is (M, N) row-major. conv2d with im2col (the reference's) needs three of the four cases:
        NN  forward          y  = W @ cols        (C_out, C_in*KH*KW) @ (C_in*KH*KW, N*H_out*W_out)
        TN  input gradient   dcols = W^T @ dy     W is (C_out, C_in*KH*KW), trans_a
        NT  weight gradient  dW = dy @ cols^T     cols is (C_in*KH*KW, N*H_out*W_out), trans_b
+   Version 3 at the end computes the same three products with cols gathered, never stored.
    All arrays are contiguous float32; indices are 32-bit ints (the wrapper checks that sizes fit).
    The numbers below are for an H100 SXM: 132 SMs, each issuing 128 FP32 FMAs per clock at
    ~1.98 GHz, so an FP32 peak of 67 TFLOP/s without tensor cores; 3.35 TB/s of HBM3.
@@ -65,10 +66,10 @@
    Neighbouring columns stay neighbours within an image, so reads and writes stay coalesced.
 
    Launch: block (256), grid (ceil(N / 64), ceil(M / 64), splits), no dynamic shared memory.
-   Resources (ptxas -v, before split K was summed in the kernel: re-measure):
-   2 * 16 * 65 floats = 8320 bytes of static shared memory; 48 registers
-   on sm_80 and sm_90 (64 on sm_75), 0 bytes spilled. At 48 registers x 256 threads an SM
-   holds 5 blocks (register file: 64K), 40 warps of its 64: enough to hide the latencies.
+   Resources (ptxas -v, CUDA 13.0): 2 * 16 * 65 floats + the split-K flag = 8324 bytes of static
+   shared memory; 64 registers on sm_75, sm_80 and sm_90, 0 bytes spilled. At 64 registers x
+   256 threads an SM holds 4 blocks (register file: 64K), 32 warps of its 64: enough to hide
+   the latencies.
    On paper: per step of k a warp issues 8 shared loads (4 of As, 4 of Bs) for 16 FMAs. An SM
    serves one conflict-free shared load instruction per clock but four FMA instructions, so the
    16 FMAs take 4 clocks and the 8 loads 8: shared-memory bandwidth caps this kernel at 50% of
@@ -79,10 +80,45 @@
    memory-bound anyway: 8 FLOPs per byte of cols). The next steps, left as exercises, are wider
    shared loads (float4: four values per instruction), a larger 8x8 register block, and double
    buffering the tiles so that copies overlap the FMAs.
+
+   ---------------------------------------------------------------------------------------------
+   Version 3, conv_forward, conv_weight_grad, conv_input_grad: implicit GEMM, the convolution's
+   three products with the image matrix never stored. These are what a training step runs.
+
+   im2col.cu and col2im.cu are version 1 of a convolution on the GPU: cols (C_in*KH*KW,
+   N*H_out*W_out) is written to memory, 9x the size of x for a 3x3 kernel (75 MB for a stage-1
+   layer at batch 128), read back by the GEMM, and kept for the weight gradient; the input
+   gradient writes dcols, as large, and col2im folds it. Version 3 is the same tiled product
+   (tiled_product below, gemm_tiled's body), but the tile copies compute each element of the
+   image operand from the image itself (the gathers operand_at names, with s = the conv's sizes):
+       forward          y  = w @ cols             op(B)[(c, kh, kw)][(n, oh, ow)]
+                                                    = x[n][c][oh*stride_h - pad_h + kh]
+                                                          [ow*stride_w - pad_w + kw], 0 outside
+       weight gradient  dw = dy @ cols^T          op(B) = the same gather, transposed
+       input gradient   dx = w_by_input @ dcolumns, for dx as a (C_in, N*H*W) matrix:
+           op(A)[c][(k, kh, kw)] = w[k][c][kh][kw]                    (w read in place)
+           op(B)[(k, kh, kw)][(n, h, w)] = dy[n][k][oh][ow] where h = oh*stride_h - pad_h + kh
+                                           and w = ow*stride_w - pad_w + kw, 0 when no such
+                                           (oh, ow) lies in dy (col2im's gather, as one GEMM)
+   dy and y (and dx) are read and written as NCHW images as in version 2. Each element of dx
+   is written by one thread: no atomics, and the same bits in any order. At stride 2 three
+   quarters of the input gradient's op(B) are zeros that it multiplies anyway (a 3x3 kernel
+   reaches a pixel from 1, 2 or 4 windows, not 9): 2 of ResNet-20's 19 convolutions.
+   What this saves a ResNet-20 step: the 19 im2col and 18 col2im launches, and cols and dcols
+   in memory (at batch 128, 75 MB each per stage-1 layer; the 19 layers' cols, kept from the
+   forward pass to the backward, came to about 830 MB). What it costs: the index math of each
+   gather (divisions by KW, KH, W_out, H_out: some 20-40 integer instructions per element
+   copied, 4 elements of each tile per thread per step of 256 FMAs), which a faster version
+   would hoist out of the loop along K (a thread copies the same columns at every step).
+   Launch: as version 2, with M, N, K those of the product: forward (C_out, N*H_out*W_out,
+   C_in*KH*KW), weight gradient (C_out, C_in*KH*KW, N*H_out*W_out), split K as for any product
+   with few tiles, input gradient (C_in, N*H*W, C_out*KH*KW).
+   Resources (ptxas -v, CUDA 13.0): as version 2, 8324 bytes of shared memory and 64 registers
+   (conv_weight_grad 62 on sm_80), 0 bytes spilled.
 */
 
 // ------------------------------------------------------------------------------------------------
-// Shared by both versions.
+// Shared by all versions.
 
 // Element (r, c) of op(X), the R x C matrix that X stores as R x C, or as C x R when trans.
 __device__ __forceinline__ float op_at(const float* __restrict__ X, int r, int c, int R, int C,
@@ -102,6 +138,87 @@ __device__ __forceinline__ float tile_at(const float* __restrict__ X, int r, int
                                          int trans, int hw)
 {
     return trans ? X[c * R + r] : X[matrix_index(r, c, R, C, hw)];
+}
+
+// ------------------------------------------------------------------------------------------------
+// Versions 2 and 3: the operands as the tile copies see them, stored or gathered from an image.
+
+struct ConvShape {  // a convolution's sizes: x (N, C_in, H, W), w (C_out, C_in, KH, KW)
+    int N, C_in, H, W, C_out, KH, KW, stride_h, stride_w, pad_h, pad_w, H_out, W_out;
+};
+
+// How the tile copies find element (r, c) of op(X).
+enum Gather {
+    STORED,            // a matrix in memory, row-major, transposed or as images: tile_at
+    IMAGE_COLUMNS,     // im2col(x) from x itself: row (c, kh, kw), column (n, oh, ow)
+    IMAGE_ROWS,        // its transpose: row (n, oh, ow), column (c, kh, kw)
+    GRADIENT_COLUMNS,  // the input gradient's columns of dy: row (k, kh, kw), column (n, h, w)
+    WEIGHTS_BY_INPUT,  // w (C_out, C_in, KH, KW) as (C_in, C_out*KH*KW): row c, col (k, kh, kw)
+};
+
+struct Operand {
+    const float* data;
+    int rows, cols;    // op(X) is rows x cols
+    int trans;         // the order to copy a tile in: 1 when memory runs along a column of op(X)
+    int hw;            // STORED only: images of hw pixels (tile_at)
+    Gather gather;
+    ConvShape conv;    // the gathers only
+};
+
+// im2col(x)[row][col] read from x: row = (c, kh, kw), col = (n, oh, ow) (im2col.cu's index math).
+__device__ __forceinline__ float image_column(const float* x, int row, int col, const ConvShape& s)
+{
+    const int kw = row % s.KW;
+    const int kh = (row / s.KW) % s.KH;
+    const int c = row / (s.KW * s.KH);
+    const int ow = col % s.W_out;
+    const int oh = (col / s.W_out) % s.H_out;
+    const int n = col / (s.W_out * s.H_out);
+    const int h = oh * s.stride_h + kh - s.pad_h;  // where this window element sits in x
+    const int w = ow * s.stride_w + kw - s.pad_w;
+    const bool inside = 0 <= h && h < s.H && 0 <= w && w < s.W;
+    return inside ? x[((n * s.C_in + c) * s.H + h) * s.W + w] : 0.0f;
+}
+
+// The element of dy that weight (k, c, kh, kw) carries back to pixel (n, c, h, w) of dx:
+// row = (k, kh, kw), col = (n, h, w); 0 when no window (oh, ow) puts its (kh, kw) on (h, w)
+// (col2im.cu's gather: oh*stride_h = h + pad_h - kh must have a whole solution in 0..H_out-1).
+__device__ __forceinline__ float gradient_column(const float* dy, int row, int col,
+                                                 const ConvShape& s)
+{
+    const int kw = row % s.KW;
+    const int kh = (row / s.KW) % s.KH;
+    const int k = row / (s.KW * s.KH);
+    const int w = col % s.W;
+    const int h = (col / s.W) % s.H;
+    const int n = col / (s.W * s.H);
+    const int h_scaled = h + s.pad_h - kh;  // = oh * stride_h when row kh of window oh lands on h
+    const int w_scaled = w + s.pad_w - kw;
+    const bool inside = h_scaled >= 0 && h_scaled % s.stride_h == 0
+                        && h_scaled / s.stride_h < s.H_out
+                        && w_scaled >= 0 && w_scaled % s.stride_w == 0
+                        && w_scaled / s.stride_w < s.W_out;
+    const int oh = h_scaled / s.stride_h;
+    const int ow = w_scaled / s.stride_w;
+    return inside ? dy[((n * s.C_out + k) * s.H_out + oh) * s.W_out + ow] : 0.0f;
+}
+
+// Element (r, c) of op(X), stored or gathered.
+__device__ __forceinline__ float operand_at(const Operand& X, int r, int c)
+{
+    const int window = X.conv.KH * X.conv.KW;
+    switch (X.gather) {
+    case IMAGE_COLUMNS:
+        return image_column(X.data, r, c, X.conv);
+    case IMAGE_ROWS:
+        return image_column(X.data, c, r, X.conv);
+    case GRADIENT_COLUMNS:
+        return gradient_column(X.data, r, c, X.conv);
+    case WEIGHTS_BY_INPUT:  // w[k][r][kh][kw] with c = (k, kh, kw)
+        return X.data[((c / window) * X.conv.C_in + r) * window + c % window];
+    default:
+        return tile_at(X.data, r, c, X.rows, X.cols, X.trans, X.hw);
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -134,10 +251,13 @@ constexpr int TM = 4;                              // rows of C per thread
 constexpr int TN = 4;                              // columns of C per thread
 constexpr int THREADS = (BM / TM) * (BN / TN);     // 256 threads per block
 
-extern "C" __global__ void __launch_bounds__(THREADS)
-gemm_tiled(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
-           float* __restrict__ partials, int* __restrict__ tile_counters, int M, int N, int K,
-           int trans_a, int trans_b, int k_per_split, int a_hw, int b_hw, int c_hw)
+// C (M, N) = op(A) (M, K) @ op(B) (K, N), as one block of gemm_tiled (or of version 3) computes
+// it: the tile (blockIdx.y, blockIdx.x) of C, the slice blockIdx.z of K. C is written in c_hw's
+// layout (matrix_index).
+__device__ __forceinline__ void tiled_product(const Operand& A, const Operand& B,
+                                              float* __restrict__ C, float* __restrict__ partials,
+                                              int* __restrict__ tile_counters, int M, int N, int K,
+                                              int k_per_split, int c_hw)
 {
     __shared__ float As[BK][BM + 1];  // As[k][m] = op(A)[m0 + m][k0 + k]; +1: fewer bank conflicts
     __shared__ float Bs[BK][BN + 1];  // Bs[k][n] = op(B)[k0 + k][n0 + n]
@@ -161,16 +281,16 @@ gemm_tiled(const float* __restrict__ A, const float* __restrict__ B, float* __re
     for (int k0 = k_begin; k0 < k_end; k0 += BK) {
         // Copy the tiles, walking each in the order its matrix lies in memory (coalesced reads).
         for (int e = threadIdx.x; e < BM * BK; e += THREADS) {
-            const int m = trans_a ? e % BM : e / BK;  // A (K, M): along m; A (M, K): along k
-            const int k = trans_a ? e / BM : e % BK;
+            const int m = A.trans ? e % BM : e / BK;  // A (K, M): along m; A (M, K): along k
+            const int k = A.trans ? e / BM : e % BK;
             const bool inside = m0 + m < M && k0 + k < k_end;
-            As[k][m] = inside ? tile_at(A, m0 + m, k0 + k, M, K, trans_a, a_hw) : 0.0f;
+            As[k][m] = inside ? operand_at(A, m0 + m, k0 + k) : 0.0f;
         }
         for (int e = threadIdx.x; e < BK * BN; e += THREADS) {
-            const int k = trans_b ? e % BK : e / BN;  // B (N, K): along k; B (K, N): along n
-            const int n = trans_b ? e / BK : e % BN;
+            const int k = B.trans ? e % BK : e / BN;  // B (N, K): along k; B (K, N): along n
+            const int n = B.trans ? e / BK : e % BN;
             const bool inside = k0 + k < k_end && n0 + n < N;
-            Bs[k][n] = inside ? tile_at(B, k0 + k, n0 + n, K, N, trans_b, b_hw) : 0.0f;
+            Bs[k][n] = inside ? operand_at(B, k0 + k, n0 + n) : 0.0f;
         }
         __syncthreads();  // the tiles are complete before anyone reads them
 
@@ -256,4 +376,66 @@ gemm_tiled(const float* __restrict__ A, const float* __restrict__ B, float* __re
             }
         }
     }
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS)
+gemm_tiled(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
+           float* __restrict__ partials, int* __restrict__ tile_counters, int M, int N, int K,
+           int trans_a, int trans_b, int k_per_split, int a_hw, int b_hw, int c_hw)
+{
+    const Operand a{A, M, K, trans_a, a_hw, STORED, {}};
+    const Operand b{B, K, N, trans_b, b_hw, STORED, {}};
+    tiled_product(a, b, C, partials, tile_counters, M, N, K, k_per_split, c_hw);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Version 3: implicit GEMM. tiled_product with the image operand gathered (operand_at), so that
+// no cols is ever stored. Arguments: op(A), op(B), C, split K's partials and counters (as
+// gemm_tiled), the convolution's sizes, then k_per_split.
+
+// y (N, C_out, H_out, W_out) = w (C_out, C_in*KH*KW) @ im2col(x)
+extern "C" __global__ void __launch_bounds__(THREADS)
+conv_forward(const float* __restrict__ w, const float* __restrict__ x, float* __restrict__ y,
+             float* __restrict__ partials, int* __restrict__ tile_counters,
+             int N, int C_in, int H, int W, int C_out, int KH, int KW, int stride_h, int stride_w,
+             int pad_h, int pad_w, int H_out, int W_out, int k_per_split)
+{
+    const ConvShape s{N, C_in, H, W, C_out, KH, KW, stride_h, stride_w, pad_h, pad_w, H_out, W_out};
+    const int rows = C_out, cols = N * H_out * W_out, depth = C_in * KH * KW;
+    const Operand weights{w, rows, depth, 0, 0, STORED, s};
+    const Operand columns{x, depth, cols, 0, 0, IMAGE_COLUMNS, s};  // along ow: coalesced
+    tiled_product(weights, columns, y, partials, tile_counters, rows, cols, depth, k_per_split,
+                  H_out * W_out);
+}
+
+// dw (C_out, C_in*KH*KW) = dy (C_out, N*H_out*W_out) @ im2col(x)^T, dy read as images
+extern "C" __global__ void __launch_bounds__(THREADS)
+conv_weight_grad(const float* __restrict__ dy, const float* __restrict__ x,
+                 float* __restrict__ dw, float* __restrict__ partials,
+                 int* __restrict__ tile_counters, int N, int C_in, int H, int W, int C_out,
+                 int KH, int KW, int stride_h, int stride_w, int pad_h, int pad_w, int H_out,
+                 int W_out, int k_per_split)
+{
+    const ConvShape s{N, C_in, H, W, C_out, KH, KW, stride_h, stride_w, pad_h, pad_w, H_out, W_out};
+    const int rows = C_out, cols = C_in * KH * KW, depth = N * H_out * W_out;
+    const Operand gradient{dy, rows, depth, 0, H_out * W_out, STORED, s};
+    const Operand rows_of_x{x, depth, cols, 1, 0, IMAGE_ROWS, s};  // copied along (n, oh, ow)
+    tiled_product(gradient, rows_of_x, dw, partials, tile_counters, rows, cols, depth,
+                  k_per_split, 0);
+}
+
+// dx (N, C_in, H, W) = w read as (C_in, C_out*KH*KW) @ the gradient columns of dy
+extern "C" __global__ void __launch_bounds__(THREADS)
+conv_input_grad(const float* __restrict__ w, const float* __restrict__ dy,
+                float* __restrict__ dx, float* __restrict__ partials,
+                int* __restrict__ tile_counters, int N, int C_in, int H, int W, int C_out,
+                int KH, int KW, int stride_h, int stride_w, int pad_h, int pad_w, int H_out,
+                int W_out, int k_per_split)
+{
+    const ConvShape s{N, C_in, H, W, C_out, KH, KW, stride_h, stride_w, pad_h, pad_w, H_out, W_out};
+    const int rows = C_in, cols = N * H * W, depth = C_out * KH * KW;
+    const Operand weights{w, rows, depth, 0, 0, WEIGHTS_BY_INPUT, s};  // along (kh, kw)
+    const Operand columns{dy, depth, cols, 0, 0, GRADIENT_COLUMNS, s};  // along w
+    tiled_product(weights, columns, dx, partials, tile_counters, rows, cols, depth, k_per_split,
+                  H * W);
 }

@@ -6,6 +6,13 @@
    and 0 where the window hangs over the zero padding. conv2d's forward pass is then one GEMM,
    (C_out, C*KH*KW) @ cols.
 
+   Which one a training step uses: not this. This is version 1, the legible one, which the
+   reference backend mirrors and the tests and lesson 10 check; it writes cols to memory, 9x
+   the size of x for a 3x3 kernel, for the GEMM to read back. The CUDA backend's conv2d runs
+   gemm.cu's version 3 (conv_forward, conv_weight_grad) instead: the same index math in
+   image_column(), done inside the GEMM's tile copies, so that no cols is stored and no launch
+   is spent on it (19 fewer per ResNet-20 step). Pooling still uses this kernel.
+
    Index math: thread i owns element i of cols. Row-major cols gives row = i / (N*H_out*W_out),
    col = i % (N*H_out*W_out); the row splits into (c, kh, kw) and the column into (n, oh, ow),
    the last index of each varying fastest.

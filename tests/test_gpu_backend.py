@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # A ResNet-20 training step's launches and syncs (bench_gpu.py --count): the numbers may only
 # go down (1340 and 40 before our batchnorm, ReLU, SGD and NCHW GEMM kernels; 340 before the
 # leaves kept their fresh gradients uncopied, 281 before gemm_tiled summed split K itself, 251
-# before batchnorm+ReLU and add+ReLU were fused). Issue 13 sets the goal at 150 and 0.
-LAUNCH_BUDGET, SYNC_BUDGET = 222, 0
+# before batchnorm+ReLU and add+ReLU were fused, 222 before batchnorm took one launch each way,
+# 184 before conv2d became implicit GEMMs). Issue 13 sets the goal at 150 and 0.
+LAUNCH_BUDGET, SYNC_BUDGET = 147, 0
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="the emulator needs g++")
 
 
@@ -80,8 +81,74 @@ def test_conv2d_forward_and_backward_match_numpy(launched, x_shape, w_shape, str
     for name, g, e in zip(["y", "dx", "dw", "db"], got, expected):
         assert g.dtype == np.float32, name
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4, err_msg=name)
-    # forward W @ cols, then W^T @ dy and dy @ cols^T, and col2im for dx: all on the kernels
-    assert launched == ["im2col", "gemm_tiled", "gemm_tiled", "gemm_tiled", "col2im"]
+    # implicit GEMMs: y = W @ cols, dW = dy @ cols^T, dx = col2im(W^T @ dy), cols never stored
+    assert launched == ["conv_forward", "conv_weight_grad", "conv_input_grad"]
+
+
+# The implicit GEMMs (gemm.cu, version 3) alone, against reference.py's im2col/col2im and GEMMs:
+# (N, C_in, H, W), (C_out, KH, KW), stride, padding. Small: the emulator runs 256 fibers a block.
+IMPLICIT_CASES = [
+    ((1, 3, 7, 5), (5, 3, 3), (1, 1), (1, 1)),  # batch 1, 3 -> 5 channels, non-square
+    ((2, 5, 9, 7), (3, 3, 3), (2, 2), (1, 1)),  # stride 2: 3/4 of dx's columns are zeros
+    ((2, 3, 6, 6), (4, 3, 3), (1, 1), (0, 0)),  # padding 0
+    ((3, 5, 7, 6), (3, 1, 1), (2, 2), (0, 0)),  # 1x1 stride 2: a downsampling shortcut
+    ((2, 4, 5, 5), (6, 1, 1), (1, 1), (0, 0)),  # 1x1 stride 1: a plain product of images
+    ((1, 2, 9, 8), (3, 2, 3), (2, 1), (1, 0)),  # non-square kernel, mixed stride and padding
+    ((2, 3, 12, 12), (70, 3, 3), (1, 1), (1, 1)),  # 2 tile rows; dW's K = 288 split in two
+    ((1, 30, 4, 4), (30, 3, 3), (1, 1), (1, 1)),  # dx's K = 270: split in two
+]
+
+
+@needs_gxx
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding", IMPLICIT_CASES)
+def test_implicit_gemm_convolution_matches_im2col(launched, x_shape, w_shape, stride, padding):
+    C_out, KH, KW = w_shape
+    x, w = random(*x_shape), random(C_out, x_shape[1], KH, KW, seed=1)
+    ref = backends.backend("reference")
+    y_ref, saved = ref.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None,
+                                      stride, padding)
+    dy = random(*y_ref.shape, seed=2)
+    dx_ref, dw_ref, _ = ref.conv2d_backward(dy.astype(np.float64), saved, stride, padding,
+                                            bias_grad=False)
+    y = gpu.conv_forward(x, w, stride, padding)
+    dw = gpu.conv_weight_grad(x, dy, w.shape, stride, padding)
+    dx = gpu.conv_input_grad(w, dy, x.shape, stride, padding)
+    for name, got, expected in [("y", y, y_ref), ("dw", dw, dw_ref), ("dx", dx, dx_ref)]:
+        assert got.dtype == np.float32 and got.shape == expected.shape, name
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4, err_msg=name)
+    assert launched == ["conv_forward", "conv_weight_grad", "conv_input_grad"]
+
+
+def test_the_implicit_cases_split_k_in_each_product():
+    """The last two IMPLICIT_CASES run split K (summed by the kernel's last block) in all three
+    products: (forward, weight gradient, input gradient) slices."""
+    splits = []
+    for (N, C_in, H, W), (C_out, KH, KW), stride, padding in IMPLICIT_CASES[-2:]:
+        H_out = gpu.conv_output_size(H, KH, stride[0], padding[0])
+        W_out = gpu.conv_output_size(W, KW, stride[1], padding[1])
+        pixels, depth = N * H_out * W_out, C_in * KH * KW
+        splits.append((gpu.split_k(C_out, pixels, depth)[0], gpu.split_k(C_out, depth, pixels)[0],
+                       gpu.split_k(C_in, N * H * W, C_out * KH * KW)[0]))
+    assert splits == [(1, 2, 4), (2, 1, 2)]
+
+
+@needs_gxx
+def test_the_first_conv_skips_its_input_gradient_and_no_cols_is_kept(launched):
+    """The network's first conv reads the images: backward launches the weight gradient only.
+    What the forward saves for the backward is x and w themselves, not a (C_in*KH*KW, N*H*W)
+    cols."""
+    x, w = random(2, 3, 6, 5), random(4, 3, 3, 3, seed=1)
+    wt = tensor(w, requires_grad=True)
+    with emulated_gpu():
+        y = F.conv2d(tensor(x), wt, padding=1)
+        saved = y.creator.saved
+        y.backward(random(*y.shape, seed=2))
+    assert isinstance(saved, gpu.ConvSaved) and saved.x.size == x.size
+    assert launched == ["conv_forward", "conv_weight_grad"]
+    with using("reference"):
+        expected = tensor(w, requires_grad=True)
+        F.conv2d(tensor(x), expected, padding=1).backward(random(*y.shape, seed=2))
+    np.testing.assert_allclose(wt.grad, expected.grad, rtol=1e-4, atol=1e-4)
 
 
 @needs_gxx
@@ -189,7 +256,7 @@ def test_wheel_ships_the_kernels_and_the_emulator(tmp_path):
                             text=True, env={"PYTHONPATH": str(site)}, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     where, kernels = result.stdout.split()
-    assert Path(where).is_relative_to(site) and int(kernels) == 2
+    assert Path(where).is_relative_to(site) and int(kernels) == 5  # naive, tiled, 3 implicit
 
 
 # -- the launch budget, counted without a GPU -----------------------------------------------------
@@ -228,7 +295,7 @@ def test_bench_gpu_counts_a_resnet20_step():
     match = re.search(r"launches per step: (\d+), syncs per step: (\d+)", result.stdout)
     assert match, result.stdout
     launches, syncs = map(int, match.groups())
-    assert 56 + 19 + 18 <= launches <= LAUNCH_BUDGET  # at least our GEMMs, im2cols and col2ims
+    assert 19 + 19 + 18 <= launches <= LAUNCH_BUDGET  # at least our 56 implicit-GEMM convs
     assert syncs <= SYNC_BUDGET
 
 
@@ -248,9 +315,9 @@ def test_gpu_check_script_parses_and_calls_what_exists():
 
 
 def test_a_split_k_gemm_is_one_launch_so_the_count_does_not_depend_on_the_batch():
-    """bench_gpu.py --count runs at batch 4; batch 128 splits K in fewer GEMMs (25 against 30),
-    which used to cost one launch each to sum the slices. gemm_tiled sums them itself now: a
-    split GEMM is one launch, and the count is the same at any batch."""
+    """bench_gpu.py --count runs at batch 4; batch 128 splits K in fewer GEMMs (31 against 42),
+    which used to cost one launch each to sum the slices. gemm_tiled (and conv_*) sum them
+    themselves now: a split GEMM is one launch, and the count is the same at any batch."""
     # ResNet-20's 3x3 convolutions: (C_in, C_out, H_out)
     convs = ([(3, 16, 32)] + [(16, 16, 32)] * 6 + [(16, 32, 16)] + [(32, 32, 16)] * 5
              + [(32, 64, 8)] + [(64, 64, 8)] * 5)
@@ -258,10 +325,10 @@ def test_a_split_k_gemm_is_one_launch_so_the_count_does_not_depend_on_the_batch(
     def splitting(batch):
         forward = sum(gpu.split_k(co, batch * h * h, ci * 9)[0] > 1 for ci, co, h in convs)
         weight = sum(gpu.split_k(co, ci * 9, batch * h * h)[0] > 1 for ci, co, h in convs)
-        data = sum(gpu.split_k(ci * 9, batch * h * h, co)[0] > 1 for ci, co, h in convs[1:])
+        data = sum(gpu.split_k(ci, batch * h * h, co * 9)[0] > 1 for ci, co, h in convs[1:])
         return forward + weight + data
 
-    assert (splitting(4), splitting(128)) == (30, 25)
+    assert (splitting(4), splitting(128)) == (42, 31)
     a, b = counting.device_array(random(16, 4096)), counting.device_array(random(144, 4096))
     assert gpu.split_k(16, 144, 4096)[0] > 1
     with using("cuda"), counting.counting() as count:

@@ -18,7 +18,6 @@ float32.
 
 import numpy as np
 
-from .. import conv_output_size
 from ..reference import Reference
 from . import elementwise, gpu, normalization
 
@@ -35,33 +34,25 @@ class CUDA(Reference):
     gemm = staticmethod(gpu.gemm)
     sgd_step = staticmethod(elementwise.sgd_step)  # optim.SGD's one-launch step
 
-    # -- convolution: the reference's GEMMs, reading and writing NCHW images in place ------------
+    # -- convolution: implicit GEMMs, gathering the image columns (no cols), NCHW in place -------
     def conv2d_forward(self, x, w, b, stride, padding):
-        """y = w2 @ im2col(x), written by the GEMM straight into (N, C_out, H_out, W_out)."""
+        """y = w2 @ im2col(x), im2col(x) gathered by the GEMM from x, y written as NCHW: one
+        launch (gpu.conv_forward). saved: x and w, not cols."""
         if not _float32(x, w, b) or gpu.get_gemm() != "tiled":
             return super().conv2d_forward(x, w, b, stride, padding)
-        N, _, H, W = x.shape
-        C_out, _, KH, KW = w.shape
-        H_out = conv_output_size(H, KH, stride[0], padding[0])
-        W_out = conv_output_size(W, KW, stride[1], padding[1])
-        cols = self.im2col(x, KH, KW, stride, padding)  # (C_in*KH*KW, N*H_out*W_out)
-        y = gpu.gemm_images(w.reshape(C_out, -1), cols, c_hw=H_out * W_out)  # (N, C_out, HW)
+        y = gpu.conv_forward(x, w, stride, padding)  # (N, C_out, H_out, W_out)
         if b is not None:
-            y += b[:, None]
-        return y.reshape(N, C_out, H_out, W_out), (cols, w, x.shape)
+            y += b[:, None, None]
+        return y, gpu.ConvSaved(x, w)
 
     def conv2d_backward(self, dy, saved, stride, padding, input_grad=True, bias_grad=True):
-        """dw = dy2 @ cols^T and dcols = w2^T @ dy2, dy2 read in place from NCHW dy."""
-        cols, w, x_shape = saved
-        if not _float32(dy, cols) or gpu.get_gemm() != "tiled":
+        """dw = dy2 @ im2col(x)^T and dx = col2im(w2^T @ dy2), each one implicit GEMM launch."""
+        if not isinstance(saved, gpu.ConvSaved):  # the forward took the reference's path
             return super().conv2d_backward(dy, saved, stride, padding, input_grad, bias_grad)
-        C_out, _, KH, KW = w.shape
-        hw = dy.shape[2] * dy.shape[3]  # H_out * W_out
-        dw = gpu.gemm_images(dy, cols, trans_b=True, a_hw=hw).reshape(w.shape)
-        dx = None
-        if input_grad:
-            dcols = gpu.gemm_images(w.reshape(C_out, -1), dy, trans_a=True, b_hw=hw)  # like cols
-            dx = self.col2im(dcols, x_shape, KH, KW, stride, padding)
+        x, w = saved
+        dy = dy.astype(np.float32, copy=False)  # the kernels' dtype (dy is y's: float32)
+        dw = gpu.conv_weight_grad(x, dy, w.shape, stride, padding)
+        dx = gpu.conv_input_grad(w, dy, x.shape, stride, padding) if input_grad else None
         db = dy.sum(axis=(0, 2, 3)) if bias_grad else None
         return dx, dw, db
 

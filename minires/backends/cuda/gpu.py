@@ -1,6 +1,9 @@
-"""The CUDA backend's im2col, col2im and gemm: reference.py's, computed by kernels/*.cu.
+"""The CUDA backend's im2col, col2im and gemm: reference.py's, computed by kernels/*.cu; and the
+convolution's three products as implicit GEMMs (conv_forward, conv_weight_grad, conv_input_grad:
+gemm.cu's version 3, the tiled GEMM gathering from the images, no cols), which a training step runs.
 
-Same functions, same signatures, same layouts as reference.py (the specification). Each wrapper
+im2col, col2im and gemm have the functions, signatures and layouts of reference.py (the
+specification); the conv_* wrappers compute what reference.conv2d_forward/backward do. Each wrapper
 checks its arrays, allocates the output with `xp`, works out the launch shape and calls
 `launch(kernel, grid, block, args)`; launch.py compiles and runs the kernel (CuPy on a GPU, the
 CUDA emulator on NumPy arrays). Lesson 10 reads this file beside reference.py and the kernels.
@@ -11,6 +14,8 @@ arrays (slow, but gradient checks are small), and cuBLAS/NumPy for gemm. Other d
 TypeError.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .. import reference
@@ -18,7 +23,8 @@ from ..devices import get_array_module
 from ..reference import conv_output_size
 from .launch import ceil_div, launch
 
-__all__ = ["col2im", "conv_output_size", "gemm", "gemm_images", "get_gemm", "im2col", "set_gemm"]
+__all__ = ["ConvSaved", "col2im", "conv_forward", "conv_input_grad", "conv_output_size",
+           "conv_weight_grad", "gemm", "gemm_images", "get_gemm", "im2col", "set_gemm"]
 
 THREADS = 256  # threads per block of the one-thread-per-element kernels (im2col, col2im)
 NAIVE_BLOCK = (32, 8)  # gemm_naive: 32 columns x 8 rows of C per block
@@ -132,18 +138,88 @@ def gemm_images(a, b, trans_a=False, trans_b=False, a_hw=0, b_hw=0, c_hw=0):
 
 def _gemm_tiled(a, b, M, N, K, trans_a, trans_b, a_hw=0, b_hw=0, c_hw=0):
     """Launch gemm_tiled on contiguous float32 a, b: C (M, N), in c_hw's layout."""
-    if M == 0 or N == 0:
-        return _empty(a, (M, N))  # nothing to compute, and no tiles to split K over
-    splits, k_per_split = split_k(M, N, K)
     c = _empty(a, (M, N))  # as images (N // c_hw, M, c_hw) when c_hw
+    _launch_tiled("gemm_tiled", a, b, c, M, N, K,
+                  lambda k_per_split: (M, N, K, trans_a, trans_b, k_per_split, a_hw, b_hw, c_hw))
+    return c
+
+
+def _launch_tiled(kernel, a, b, c, M, N, K, int_args):
+    """Launch a kernel of gemm.cu's tiled versions (2 and 3) for C (M, N) = op(A) (M, K) @
+    op(B) (K, N): kernel(a, b, c, partials, tile_counters, *int_args(k_per_split))."""
+    if M == 0 or N == 0:
+        return  # nothing to compute, and no tiles to split K over
+    splits, k_per_split = split_k(M, N, K)
     # One partial product per slice of K, summed by the kernel (unused when K is not split).
     partials = _empty(a, (splits, M, N) if splits > 1 else (1,))
-    _check_fits("gemm", a.size, b.size, c.size, partials.size)
-    launch("gemm_tiled", grid=(ceil_div(N, TILE_N), ceil_div(M, TILE_M), splits),
+    _check_fits(kernel, a.size, b.size, c.size, partials.size, M * N, M * K, K * N)
+    launch(kernel, grid=(ceil_div(N, TILE_N), ceil_div(M, TILE_M), splits),
            block=(TILED_THREADS,),
-           args=(a, b, c, partials, tile_counters(a),
-                 *_int32(M, N, K, trans_a, trans_b, k_per_split, a_hw, b_hw, c_hw)))
-    return c
+           args=(a, b, c, partials, tile_counters(a), *_int32(*int_args(k_per_split))))
+
+
+# -- the convolution as implicit GEMMs (gemm.cu, version 3) --------------------------------------
+
+class ConvSaved(NamedTuple):
+    """What conv_forward's backward needs: x itself (no cols) and w."""
+    x: object
+    w: object
+
+
+def conv_forward(x, w, stride, padding):
+    """y = w2 @ im2col(x), as (N, C_out, H_out, W_out), with im2col(x) gathered from x inside
+    the GEMM's tile copies (reference.conv2d_forward without its bias and without cols)."""
+    x, w = _kernel_input("conv_forward", x), _kernel_input("conv_forward", w)
+    shape = _conv_shape(x.shape, w.shape, stride, padding)
+    N, C_in, _, _, C_out, KH, KW, *_, H_out, W_out = shape
+    y = _empty(x, (N, C_out, H_out, W_out))
+    _launch_tiled("conv_forward", w, x, y, C_out, N * H_out * W_out, C_in * KH * KW,
+                  lambda k_per_split: (*shape, k_per_split))
+    return y
+
+
+def conv_weight_grad(x, dy, w_shape, stride, padding):
+    """dw = dy2 @ im2col(x)^T, (C_out, C_in, KH, KW), dy2 read in place from NCHW dy; K (the
+    N*H_out*W_out pixels) is split as gemm's weight gradient is."""
+    x, dy = _kernel_input("conv_weight_grad", x), _kernel_input("conv_weight_grad", dy)
+    shape = _conv_shape(x.shape, w_shape, stride, padding)
+    N, C_in, _, _, C_out, KH, KW, *_, H_out, W_out = shape
+    _check_output_shape("conv_weight_grad", dy, (N, C_out, H_out, W_out))
+    dw = _empty(x, tuple(w_shape))
+    _launch_tiled("conv_weight_grad", dy, x, dw, C_out, C_in * KH * KW, N * H_out * W_out,
+                  lambda k_per_split: (*shape, k_per_split))
+    return dw
+
+
+def conv_input_grad(w, dy, x_shape, stride, padding):
+    """dx = col2im(w2^T @ dy2) as one GEMM: dx[n, c, h, w] = sum over (k, kh, kw) of
+    w[k, c, kh, kw] * dy[n, k, oh, ow] where h = oh*stride_h - pad_h + kh (likewise w), each
+    pixel of dx written by one thread."""
+    w, dy = _kernel_input("conv_input_grad", w), _kernel_input("conv_input_grad", dy)
+    shape = _conv_shape(x_shape, w.shape, stride, padding)
+    N, C_in, H, W, C_out, KH, KW, *_, H_out, W_out = shape
+    _check_output_shape("conv_input_grad", dy, (N, C_out, H_out, W_out))
+    dx = _empty(w, (N, C_in, H, W))
+    _launch_tiled("conv_input_grad", w, dy, dx, C_in, N * H * W, C_out * KH * KW,
+                  lambda k_per_split: (*shape, k_per_split))
+    return dx
+
+
+def _conv_shape(x_shape, w_shape, stride, padding):
+    """The sizes gemm.cu's ConvShape holds, in its order."""
+    N, C_in, H, W = x_shape
+    C_out, C_w, KH, KW = w_shape
+    if C_w != C_in:
+        raise ValueError(f"conv2d: x {tuple(x_shape)} has {C_in} channels, w {tuple(w_shape)} "
+                         f"expects {C_w}")
+    (sh, sw), (ph, pw) = stride, padding
+    H_out, W_out = conv_output_size(H, KH, sh, ph), conv_output_size(W, KW, sw, pw)
+    return N, C_in, H, W, C_out, KH, KW, sh, sw, ph, pw, H_out, W_out
+
+
+def _check_output_shape(op, dy, shape):
+    if dy.shape != shape:
+        raise ValueError(f"{op}: dy has shape {dy.shape}, the convolution's output {shape}")
 
 
 _tile_counters = {}  # (array module, device): gemm_tiled's split-K counters, kept all zero
