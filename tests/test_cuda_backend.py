@@ -1,7 +1,8 @@
-"""The CUDA backend's own batchnorm, ReLU and SGD kernels (kernels/batch_norm.cu, relu.cu, sgd.cu),
-fused (batchnorm then ReLU, the sum then ReLU) or not, against the reference backend, under the
-CUDA emulator with its race detector on; awkward shapes: one channel, (N, C) inputs, H*W not a
-multiple of the block, a mean far from zero, no affine parameters, no running statistics. Then
+"""The CUDA backend's own batchnorm, ReLU, loss and SGD kernels (kernels/batch_norm.cu, relu.cu,
+cross_entropy.cu, sgd.cu), fused (batchnorm then ReLU, the sum then ReLU) or not, against the
+reference backend, under the CUDA emulator with its race detector on; awkward shapes: one
+channel, (N, C) inputs, H*W not a multiple of the block, a mean far from zero, no affine
+parameters, no running statistics, one row or class of logits, more rows than a block. Then
 five training steps of a small ResNet, emulated GPU against the CPU reference: the same losses
 within float32 noise.
 """
@@ -151,6 +152,39 @@ def test_add_relu_is_one_launch_each_way(shape):
     assert dict(count.by_name) == {"add_relu_forward": 1, "relu_backward": 1}
     np.testing.assert_array_equal(y, np.maximum(a + b, 0))
     np.testing.assert_array_equal(d, dy * (y > 0))
+
+
+@pytest.mark.parametrize("N, K", [(1, 1), (5, 7), (300, 10), (3, 1000)])
+def test_cross_entropy_matches_the_reference_in_one_launch_each_way(N, K):
+    """kernels/cross_entropy.cu: one row (and one class), more rows than the forward's block
+    has threads, more classes than the backward's block; against the reference in float64.
+    The loss stays a device array: no sync, one launch each way."""
+    x = random(N, K, scale=5.0)
+    x[0, 0] = 90.0  # exp(90) overflows float32 unless the row maximum comes off first
+    target = np.random.default_rng(1).integers(0, K, N).astype(np.int32)
+    dy = np.array(0.5, np.float32)
+    with counting.counting() as count, backends.using("cuda"):
+        loss, saved = cuda().cross_entropy_forward(x, target)
+        dx = cuda().cross_entropy_backward(dy, saved)
+    assert dict(count.by_name) == {"cross_entropy_forward": 1, "cross_entropy_backward": 1}
+    assert count.syncs == 0
+    loss_ref, saved_ref = reference.Reference().cross_entropy_forward(x.astype(np.float64),
+                                                                      target)
+    dx_ref = reference.Reference().cross_entropy_backward(dy.astype(np.float64), saved_ref)
+    assert loss.shape == () and loss.dtype == dx.dtype == np.float32 and dx.shape == (N, K)
+    np.testing.assert_allclose(loss, loss_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-4, atol=1e-6 / N)
+
+
+def test_cross_entropy_of_a_class_outside_the_row_is_nan():
+    """Labels already on the GPU are not checked on the host: a bad one gives NaN, not a read
+    outside its row (which the emulator would report)."""
+    x, target = random(3, 4), np.array([0, 4, 1], np.int32)
+    with backends.using("cuda"):
+        loss, saved = cuda().cross_entropy_forward(x, target)
+        dx = cuda().cross_entropy_backward(np.ones((), np.float32), saved)
+    assert np.isnan(loss)
+    assert np.isnan(dx[1]).all() and np.isfinite(dx[[0, 2]]).all()
 
 
 @pytest.mark.parametrize("momentum, weight_decay, nesterov", [

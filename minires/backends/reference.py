@@ -230,6 +230,24 @@ class Reference:
         """The gradient of both a and b (before unbroadcasting): dy where y > 0, else 0."""
         return self.relu_backward(dy, y)
 
+    # -- the loss (lesson 3) -----------------------------------------------------------------------
+    def cross_entropy_forward(self, x, target):
+        """loss = -mean_n log_softmax(x)[n, target[n]] for logits x (N, K), the row maximum
+        subtracted before exp() so that no term overflows. saved: (log_softmax(x), target)."""
+        xp = get_array_module(x)
+        shifted = x - x.max(axis=1, keepdims=True)
+        log_p = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))  # (N, K)
+        return -log_p[xp.arange(len(x)), target].mean(), (log_p, target)
+
+    def cross_entropy_backward(self, dy, saved):
+        """dx = (softmax(x) - onehot(target)) * dy / N, dy the loss's (one-element) gradient."""
+        log_p, target = saved
+        xp = get_array_module(log_p)
+        N = log_p.shape[0]
+        dx = xp.exp(log_p)  # softmax(x), (N, K)
+        dx[xp.arange(N), target] -= 1
+        return dx * (dy / N)
+
 
 # -- Winograd's minimal filtering, F(2x2, 3x3) and F(4x4, 3x3) (Lavin & Gray 2016; lesson 4) ------
 # A 1-D convolution of 4 inputs d with 3 taps g gives 2 outputs; done directly that is 6

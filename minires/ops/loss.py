@@ -1,11 +1,13 @@
 """log-softmax and cross-entropy, computed stably by subtracting the row maximum (lesson 3).
 
 log_softmax(x)_i = x_i - max(x) - log(sum_j exp(x_j - max(x))), exact for logits of +-1000.
+The cross-entropy's arithmetic is the backend's (backends/reference.py spells it out; the CUDA
+backend computes it in one launch each way, the loss staying on the GPU); the checks are here.
 """
 
 import numpy as np
 
-from ..backends import get_array_module, to_device
+from ..backends import get_array_module, get_backend, to_device
 from ..function import Function
 from ..tensor import Tensor, as_tensor
 
@@ -37,23 +39,19 @@ def log_softmax(input):
 
 
 class CrossEntropy(Function):
-    """loss = -mean_n log_softmax(x)[n, t_n];  dx = dy * (softmax(x) - onehot(t)) / N."""
+    """loss = -mean_n log_softmax(x)[n, t_n];  dx = dy * (softmax(x) - onehot(t)) / N.
+    The backend computes both (reference.py spells them out; CUDA: one launch each way)."""
 
     def __init__(self, target):
         self.target = target
 
     def forward(self, x):
-        xp = get_array_module(x)
-        N = x.shape[0]
-        self.log_p = _log_softmax(x)
-        return -self.log_p[xp.arange(N), self.target].mean()
+        self.backend = get_backend(x)
+        loss, self.saved = self.backend.cross_entropy_forward(x, self.target)
+        return loss
 
     def backward(self, dy):
-        xp = get_array_module(self.log_p)
-        N = self.log_p.shape[0]
-        dx = xp.exp(self.log_p)  # softmax
-        dx[xp.arange(N), self.target] -= 1
-        return dx * (dy / N)
+        return self.backend.cross_entropy_backward(dy, self.saved)
 
 
 def cross_entropy(input, target):
@@ -80,5 +78,8 @@ def cross_entropy(input, target):
             bad = low if low < 0 else high
             raise ValueError(f"cross_entropy: target holds class {bad}, outside 0..{K - 1} for "
                              f"input {input.shape}")
+    # int32 indices (the classes were checked to fit): converted on the host, the copy to the
+    # GPU is all a label costs; a GPU array already int32 is used as it is.
+    target = np.asarray(target, np.int32) if on_host else target.astype(np.int32, copy=False)
     target = to_device(target, input.device)  # to the GPU when the logits are there
-    return CrossEntropy(target.astype(np.int64))(input)
+    return CrossEntropy(target)(input)

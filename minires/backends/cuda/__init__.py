@@ -5,13 +5,14 @@
                     (kernels/batch_norm.cu)
   elementwise.py    ReLU both ways, relu(a + b), and the multi-tensor SGD step (kernels/relu.cu,
                     sgd.cu)
+  loss.py           softmax cross-entropy forward and backward (kernels/cross_entropy.cu)
   launch.py         compiles kernels/*.cu once (CuPy's RawModule) and launches them, checking
                     arguments and counting launches
   counting.py       the launch budget without a GPU: launches and syncs of a training step
   emulator.py       runs the same .cu files on the CPU (g++, kernels/emu) for NumPy arrays
 CuPy arrays always come here; NumPy arrays come here inside `backends.using("cuda")`, and then
-every launch runs under the emulator. What is left (pooling's argmax, the loss, a sum without
-a ReLU after it) is the reference's code, which runs as CuPy's own kernels on CuPy arrays.
+every launch runs under the emulator. What is left (pooling's argmax, the linear layer, a sum
+without a ReLU after it) is the reference's code, run as CuPy's own kernels on CuPy arrays.
 float64 (the gradient checks) takes the reference's code everywhere: the kernels compute in
 float32.
 """
@@ -19,7 +20,7 @@ float32.
 import numpy as np
 
 from ..reference import Reference
-from . import elementwise, gpu, normalization
+from . import elementwise, gpu, loss, normalization
 
 
 def _float32(*arrays):
@@ -100,3 +101,16 @@ class CUDA(Reference):
         if not _float32(a, b) or a.shape != b.shape:
             return super().add_relu_forward(a, b)
         return elementwise.add_relu_forward(a, b)
+
+    # -- the loss: kernels/cross_entropy.cu -------------------------------------------------------
+    def cross_entropy_forward(self, x, target):
+        """One launch; the loss is a one-element array that stays on the device."""
+        if x.dtype != np.float32:
+            return super().cross_entropy_forward(x, target)
+        return loss.cross_entropy_forward(x, target.astype(np.int32, copy=False))
+
+    def cross_entropy_backward(self, dy, saved):
+        """One launch, reading dy (one element) from device memory."""
+        if not isinstance(saved, loss.Saved):  # the forward took the reference's path
+            return super().cross_entropy_backward(dy, saved)
+        return loss.cross_entropy_backward(dy, saved)

@@ -33,6 +33,8 @@ KERNEL_FILES = {
     "relu_backward": "relu.cu",
     "add_relu_forward": "relu.cu",
     "sgd_step": "sgd.cu",
+    "cross_entropy_forward": "cross_entropy.cu",
+    "cross_entropy_backward": "cross_entropy.cu",
 }
 
 # The C parameter types the kernels use, and what a Python argument must be for each.
