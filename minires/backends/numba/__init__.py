@@ -15,6 +15,7 @@ The kernels are compiled for float32 and float64; other dtypes, and what no kern
 
 import numpy as np
 
+from ...function import is_grad_enabled
 from .. import memory
 from ..reference import Reference, conv_output_size, update_running_stats
 from . import conv, conv_naive, elementwise, norm, winograd
@@ -53,14 +54,19 @@ class Numba(Reference):
     # instance's or a subclass's) keeps every layer on conv.py, to compare.
     winograd = True
 
-    def _winograd_tile(self, x_shape, w_shape, stride, padding, dtype):
+    def _winograd_tile(self, x_shape, w_shape, stride, padding, dtype, training=True):
         """2 or 4: the tile of F(tile x tile, 3x3) for this layer; None: conv.py."""
         if not self.winograd or w_shape[2:] != (3, 3) or stride != (1, 1) or max(padding) > 1:
             return None
-        return winograd.choose_tile(x_shape[1], w_shape[0], *x_shape[2:], dtype=dtype)
+        return winograd.choose_tile(x_shape[1], w_shape[0], *x_shape[2:], dtype=dtype,
+                                    training=training)
 
     def _conv(self, x, w, stride, padding):
-        tile = self._winograd_tile(x.shape, w.shape, stride, padding, x.dtype)
+        # Under no_grad() no gradient will follow this forward: inference, which may round a
+        # little more for speed (choose_tile). A forward that builds a graph keeps the tile
+        # its backward will use.
+        tile = self._winograd_tile(x.shape, w.shape, stride, padding, x.dtype,
+                                   training=is_grad_enabled())
         if tile:
             return winograd.conv2d(x, w, padding, tile)
         return conv.conv2d(x, w, stride, padding)

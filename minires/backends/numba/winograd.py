@@ -11,9 +11,10 @@ The input gradient (stride 1) is the same convolution of dy with the kernel flip
 gradient runs the formula backwards: dM = A dy_tile A^T, dU[pos] = V[pos]^T @ dM[pos] summed
 over tiles, dw = G^T dU G (exact: the formula equals the convolution for every w).
 F(4x4) multiplies 4x less than a direct convolution, F(2x2) 2.25x, but F(4x4) rounds worse:
-float32 gets F(2x2), float64 F(4x4) (choose_tile says why). The speeds behind the rule, from
-one core's CPU time in ms at batch 128 (forward / input gradient / weight gradient; Intel Xeon,
-AVX-512; benchmarks/PROFILE.md has the 2-thread figures):
+float32 training gets F(2x2); float64, and float32 inference, F(4x4) (choose_tile says why).
+The speeds behind the rule, from one core's CPU time in ms at batch 128 (forward / input
+gradient / weight gradient; Intel Xeon, AVX-512; benchmarks/PROFILE.md has the 2-thread
+figures):
                          conv.py          F(2x2)          F(4x4)
   3->16 32x32 (first)   3.8 / - / 10.6    6.9 / - / 7.1   5.6 / - / 5.3
   16->16 32x32         12.7 / 12.7 / 13.0  9.1 / 9.1 / 7.7  7.2 / 7.0 / 5.8
@@ -446,15 +447,17 @@ def conv2d_weight_grad(x, dy, padding, tile):
     return np.ascontiguousarray(dw.astype(x.dtype))
 
 
-def choose_tile(C, C_out, H, W, dtype=np.float32):
+def choose_tile(C, C_out, H, W, dtype=np.float32, training=True):
     """The tile for a 3x3 stride-1 layer with C -> C_out channels on H x W images of dtype: 4,
     2, or None (conv.py). F(4x4) measured fastest on every such layer of ResNet-20 (the header's
     figures) but the first, whose 3 input channels fill a sixth of the transforms' 16 lanes:
-    conv.py is faster there. In float32 F(2x2): F(4x4)'s rounding (5x a direct sum's) took a
-    150-step training curve (tests/test_training_curves.py) 20x past float32's own noise at some
-    step (its mean distance: 1.3x), and on the first layer flipped two ReLU inputs of
-    tests/test_backends.py's network; F(2x2) stays nearer the float64 curve than conv.py.
-    Returning 4 for float32 too is the faster choice (benchmarks/PROFILE.md)."""
+    conv.py is faster there. In float32, training gets F(2x2): F(4x4)'s rounding (5x a direct
+    sum's) took a 150-step training curve (tests/test_training_curves.py) 20x past float32's own
+    noise at some step (its mean distance: 1.3x), and on the first layer flipped two ReLU inputs
+    of tests/test_backends.py's network; F(2x2) stays nearer the float64 curve than conv.py.
+    Inference (training=False: no gradient will follow, so no curve to drift) gets F(4x4): its
+    logits stay within about 1e-5 of float64's, below float32's own noise in a decision
+    (tests/test_winograd.py), and a ResNet-20 evaluation runs about 10% faster."""
     if C < 16:
         return None
-    return 4 if dtype == np.float64 else 2
+    return 2 if dtype == np.float32 and training else 4
