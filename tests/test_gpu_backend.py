@@ -24,9 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # go down (1340 and 40 before our batchnorm, ReLU, SGD and NCHW GEMM kernels; 340 before the
 # leaves kept their fresh gradients uncopied, 281 before gemm_tiled summed split K itself, 251
 # before batchnorm+ReLU and add+ReLU were fused, 222 before batchnorm took one launch each way,
-# 184 before conv2d became implicit GEMMs, 147 before the loss took one launch each way).
+# 184 before conv2d became implicit GEMMs, 147 before the loss took one launch each way; then
+# 134 + the 8 launches of the option-A shortcuts' zeros and copies, which went uncounted).
 # Issue 13 sets the goal at 150 and 0.
-LAUNCH_BUDGET, SYNC_BUDGET = 134, 0
+LAUNCH_BUDGET, SYNC_BUDGET = 142, 0
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="the emulator needs g++")
 
 
