@@ -1,6 +1,7 @@
 """The CUDA backend: the reference's kernels, computed by our own CUDA kernels where they matter.
 
-  gpu.py            im2col, col2im and gemm (kernels/im2col.cu, col2im.cu, gemm.cu)
+  gpu.py            gemm, and the convolution as implicit GEMMs (kernels/gemm.cu); im2col and
+                    col2im (kernels/im2col.cu, col2im.cu), the explicit version to read first
   normalization.py  batchnorm forward and backward, with or without a ReLU after it
                     (kernels/batch_norm.cu)
   elementwise.py    ReLU both ways, relu(a + b), and the multi-tensor SGD step (kernels/relu.cu,
