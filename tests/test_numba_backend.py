@@ -200,3 +200,31 @@ def test_the_vectorizer_setting_is_restored_after_concurrent_calls():
     for t in threads:
         t.join()
     assert (os.environ.get("NUMBA_SLP_VECTORIZE"), numba.core.config.SLP_VECTORIZE) == before
+
+
+def test_compiled_kernels_from_other_sources_are_dropped(tmp_path):
+    """numba's cache keys a kernel on its own file only, so a kernel that compiles in tile.py's
+    functions would outlive an edit to tile.py: the backend's cache folder carries a fingerprint
+    of all its sources, and kernels cached under another fingerprint (or none) are deleted."""
+    cached = [tmp_path / "conv._conv-104.py311.nbi", tmp_path / "conv._conv-104.py311.1.nbc"]
+    other = tmp_path / "conv.cpython-311.pyc"
+    for path in [*cached, other]:
+        path.write_bytes(b"compiled")
+    assert numba_config.drop_stale_compiled_kernels(tmp_path)  # no fingerprint: stale
+    assert not any(path.exists() for path in cached) and other.exists()
+    for path in cached:
+        path.write_bytes(b"compiled")  # compiled again, from these sources
+    assert not numba_config.drop_stale_compiled_kernels(tmp_path)
+    assert all(path.exists() for path in cached)
+    stamp = tmp_path / "minires-sources.sha256"
+    stamp.write_text(stamp.read_text()[::-1])  # a source file changed since
+    assert numba_config.drop_stale_compiled_kernels(tmp_path)
+    assert not any(path.exists() for path in cached)
+
+
+def test_the_backend_keeps_the_fingerprint_beside_its_compiled_kernels():
+    from minires.backends.numba import conv
+
+    backends.backend("numba")
+    cache_folder = conv._conv._cache.cache_path
+    assert not numba_config.drop_stale_compiled_kernels(cache_folder)  # already checked

@@ -18,7 +18,7 @@ import numpy as np
 from ...function import is_grad_enabled
 from .. import memory
 from ..reference import Reference, conv_output_size, update_running_stats
-from . import conv, conv_naive, elementwise, norm, winograd
+from . import config, conv, conv_naive, elementwise, norm, winograd
 
 COMPILED_DTYPES = (np.float32, np.float64)
 
@@ -30,6 +30,8 @@ class Numba(Reference):
         # Keep freed memory for the next array of the same size (memory.py says why): the
         # kernels here stream through memory, and each fresh page costs them a page fault.
         memory.keep_freed_memory()
+        # Never run kernels compiled from older sources (config.py says how that can happen).
+        config.drop_stale_compiled_kernels(conv._conv._cache.cache_path)
 
     def conv2d_forward(self, x, w, b, stride, padding):
         """saved: (x, w), no columns."""

@@ -8,8 +8,10 @@ This module is imported when the numba backend is first used, and reads the CPU'
 """
 
 import contextlib
+import hashlib
 import os
 import threading
+from pathlib import Path
 
 import llvmlite.binding
 import numba
@@ -77,3 +79,30 @@ def vectorized():
                 else:
                     os.environ["NUMBA_SLP_VECTORIZE"] = _saved_setting
                 numba.core.config.SLP_VECTORIZE = _saved_config
+
+
+def drop_stale_compiled_kernels(cache_folder):
+    """Delete the compiled kernels in cache_folder (where numba keeps this package's) unless they
+    were compiled from the package's present sources; True if it deleted them. numba keys each
+    kernel's cached machine code on the timestamp of its own file only, but a kernel compiles in
+    the functions it calls from other files: after an edit to tile.py, conv.py's kernels would
+    still run the old tile from the cache. So the folder also holds a fingerprint of every
+    source file here, and a different one means compiling every kernel afresh (about a minute)."""
+    sources = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        sources.update(path.name.encode() + b"\0" + path.read_bytes())
+    cache_folder = Path(cache_folder)
+    stamp = cache_folder / "minires-sources.sha256"
+    try:
+        if stamp.read_text() == sources.hexdigest():
+            return False
+    except OSError:
+        pass  # no stamp yet: whatever is cached may be stale
+    for path in [*cache_folder.glob("*.nbi"), *cache_folder.glob("*.nbc")]:
+        path.unlink(missing_ok=True)
+    try:
+        cache_folder.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(sources.hexdigest())
+    except OSError:
+        pass  # a read-only install: numba then caches elsewhere, or not at all
+    return True
