@@ -25,7 +25,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from .config import PARALLEL, SERIAL, TILE_COLS, TILE_ROWS, round_up, vectorized
+from .config import INLINE, PARALLEL, SERIAL, TILE_COLS, TILE_ROWS, round_up, vectorized
 from .tile import conv_tile, weight_grad_tile
 
 
@@ -62,6 +62,18 @@ def tap_starts(C, KH, KW, layout):
     return ((ci * sh * sw + phase) * phase_length + kh // sh * row_length + kw // sw).reshape(-1)
 
 
+@numba.njit(**INLINE)
+def copy_strided(dst, dst_step, src, src_step, count):
+    """dst[j * dst_step] = src[j * src_step] for j < count, dst and src 1-D views. Every copy of
+    this backend that is not a slice of one array into another goes through here: numba wraps
+    negative indices around, a test on each access that LLVM drops only where it sees that the
+    index cannot be negative, as here, where it counts up from 0 (an index such as start + j
+    kept the copies 2-4x slower). A slice assignment would not do: numba copies through a
+    temporary array whenever it cannot rule out that the two overlap."""
+    for j in range(count):
+        dst[j * dst_step] = src[j * src_step]
+
+
 @numba.njit(**SERIAL)
 def split_channel(xc, sh, sw, ph, pw, row_length, phases):
     """phases[r*sw + k] = x_pad[r::sh, k::sw] for one channel xc, flattened in rows: pixel (h, w)
@@ -75,13 +87,9 @@ def split_channel(xc, sh, sw, ph, pw, row_length, phases):
             w0 = (k - pw) % sw
             column0, columns = (w0 + pw) // sw, len(range(w0, W, sw))
             phase = phases[r * sw + k]
-            # Loops with no division in them (each // or % by a number known only at run time
-            # costs tens of cycles), and no slice assignment: numba copies through a temporary
-            # array whenever it cannot rule out that the two slices overlap.
-            for i in range(rows):
-                start, h = (row0 + i) * row_length + column0, h0 + i * sh
-                for j in range(columns):
-                    phase[start + j] = xc[h, w0 + j * sw]
+            for i in range(rows):  # no division in this loop: each costs tens of cycles
+                start = (row0 + i) * row_length + column0
+                copy_strided(phase[start:], 1, xc[h0 + i * sh, w0:], sw, columns)
 
 
 @numba.njit(**SERIAL)
@@ -118,8 +126,7 @@ def _conv(x, weight_tiles, starts, sh, sw, ph, pw, row_length, phase_length, wid
         for co in range(C_out):  # each output row: the first W_out columns of a wide row
             g, i = co // TILE_ROWS, co % TILE_ROWS
             for oh in range(H_out):
-                for ow in range(W_out):  # not a slice assignment (split_channel says why)
-                    y[n, co, oh, ow] = wide[g, i, oh * row_length + ow]
+                copy_strided(y[n, co, oh], 1, wide[g, i, oh * row_length:], 1, W_out)
 
 
 def conv2d(x, w, stride, padding):
@@ -180,12 +187,12 @@ def _conv_strided_input_grad(dy, weight_tiles, starts, bounds, sh, sw, ph, pw, t
                 # split_channel, no division inside the loops)
                 h0, w0 = (r - ph) % sh, (c - pw) % sw
                 row0, column0 = (h0 + ph) // sh, (w0 + pw) // sw
+                columns = len(range(w0, W, sw))
                 for ci in range(C):
                     g, i = ci // TILE_ROWS, ci % TILE_ROWS
                     for a in range(len(range(h0, H, sh))):
                         q = (row0 + a) * dy_row_length + column0
-                        for b in range(len(range(w0, W, sw))):
-                            dx[n, ci, h0 + a * sh, w0 + b * sw] = wide[g, i, q + b]
+                        copy_strided(dx[n, ci, h0 + a * sh, w0:], sw, wide[g, i, q:], 1, columns)
 
 
 def _strided_input_grad(dy, w, x_shape, stride, padding):
@@ -248,8 +255,7 @@ def _conv_weight_grad(x, dy, KH, KW, sh, sw, ph, pw, row_length, phase_length, w
             for co in range(C_out):
                 block, j = co // TILE_COLS, co % TILE_COLS
                 for oh in range(H_out):
-                    for ow in range(W_out):
-                        dy_wide[block, oh * row_length + ow, j] = dy[n, co, oh, ow]
+                    copy_strided(dy_wide[block, oh * row_length:, j], 1, dy[n, co, oh], 1, W_out)
             for kh in range(KH):
                 for kw in range(KW):
                     phase, start = kh % sh * sw + kw % sw, kh // sh * row_length + kw // sw

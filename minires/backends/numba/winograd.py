@@ -27,6 +27,7 @@ from numba import prange
 
 from ..reference import WINOGRAD_MATRICES
 from .config import FMA, INLINE, PARALLEL, SERIAL, TILE_COLS, TILE_ROWS, round_up, vectorized
+from .conv import copy_strided
 from .tile import _fma_row, _load_row, _store_row, gemm_tile, weight_grad_tile
 
 # -- the 1-D transforms, one row of each matrix of reference.WINOGRAD_MATRICES per value ---------
@@ -255,9 +256,8 @@ def _pad_channels_last(x, n0, ph, pw, images):
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     for b in range(images.shape[0]):
         for h in range(H):
-            for w in range(W):
-                for c in range(C):
-                    images[b, ph + h, pw + w, c] = x[n0 + b, c, h, w]
+            for c in range(C):  # row h of channel c, to every C_padded-th number of images
+                copy_strided(images[b, ph + h, pw:, c], 1, x[n0 + b, c, h], 1, W)
 
 
 @numba.njit(**INLINE)
@@ -313,8 +313,7 @@ def _conv(x, U, ph, pw, m, group_size, tiles_h, tiles_w, y):
         for b in range(count):
             for co in range(C_out):
                 for oh in range(H_out):
-                    for ow in range(W_out):
-                        y[n0 + b, co, oh, ow] = out[b, oh, ow, co]
+                    copy_strided(y[n0 + b, co, oh], 1, out[b, oh, :, co], 1, W_out)
 
 
 @numba.njit(**PARALLEL)
