@@ -231,12 +231,18 @@ class Reference:
         return self.relu_backward(dy, y)
 
     # -- the loss (lesson 3) -----------------------------------------------------------------------
-    def cross_entropy_forward(self, x, target):
-        """loss = -mean_n log_softmax(x)[n, target[n]] for logits x (N, K), the row maximum
-        subtracted before exp() so that no term overflows. saved: (log_softmax(x), target)."""
+    def log_softmax(self, x):
+        """log_softmax(x) along axis 1 of logits x (N, K): x - max(x) - log(sum exp(x - max(x))),
+        the row maximum subtracted before exp() so that no term overflows."""
         xp = get_array_module(x)
         shifted = x - x.max(axis=1, keepdims=True)
-        log_p = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))  # (N, K)
+        return shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+
+    def cross_entropy_forward(self, x, target):
+        """loss = -mean_n log_softmax(x)[n, target[n]] for logits x (N, K).
+        saved: (log_softmax(x), target)."""
+        xp = get_array_module(x)
+        log_p = self.log_softmax(x)  # (N, K)
         return -log_p[xp.arange(len(x)), target].mean(), (log_p, target)
 
     def cross_entropy_backward(self, dy, saved):

@@ -48,4 +48,3 @@ def cross_entropy_backward(dy, saved):
     launch("cross_entropy_backward", grid=(ceil_div(x.size, THREADS),), block=(THREADS,),
            args=(x, target, log_sum_exp, dy, dx, *_int32(N, K)))
     return dx
-
