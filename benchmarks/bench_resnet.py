@@ -60,6 +60,8 @@ def instruction_set(framework):
 
     name = numba.core.config.CPU_NAME or llvmlite.binding.get_host_cpu_name()
     isa = "AVX-512" if config.compiles_for_avx512() else "AVX2"
+    if "-prefer-256-bit" in (numba.core.config.CPU_FEATURES or "").split(","):
+        isa += " with 512-bit vectors"  # config.ask_for_512_bit_vectors
     return f"numba for {name}, {isa}, tile {config.TILE_ROWS}x{config.TILE_COLS}"
 
 

@@ -139,14 +139,67 @@ def test_tile_rows_follow_the_vector_registers():
     assert numba_config.TILE_ROWS == (16 if "+avx512f" in features.split(",") else 4)
 
 
+def test_avx512_hosts_ask_numba_for_512_bit_vectors():
+    """The host's features less LLVM's prefer-256-bit on an AVX-512 CPU; nothing on an AVX2 one,
+    or where the user has chosen a CPU or its features."""
+    skylake = "+avx,+avx2,+fma,+avx512f,+avx512vl"
+    assert (numba_config.features_for_512_bit_vectors(skylake, {})
+            == "+avx,+avx2,+fma,+avx512f,+avx512vl,-prefer-256-bit")
+    assert numba_config.features_for_512_bit_vectors(AVX2, {}) is None
+    for chosen in ({"NUMBA_CPU_FEATURES": skylake}, {"NUMBA_CPU_NAME": "skylake-avx512"}):
+        assert numba_config.features_for_512_bit_vectors(skylake, chosen) is None
+
+
+# Compiled (never run) in a fresh process for the CPU it names: conv_tile's FMAs by register.
+COMPILE_CONV_TILE = r"""
+import re
+import numba
+from minires.backends.numba import config, tile
+assert config.TILE_ROWS == 16
+f32, i64 = numba.float32, numba.int64
+signature = (f32[::1], i64[::1], i64, f32[:, ::1], f32[:, ::1])
+with config.vectorized():
+    tile.conv_tile.compile(signature)
+asm = tile.conv_tile.inspect_asm(signature)
+lines = asm.splitlines()
+fmas = [i for i, line in enumerate(lines) if re.search(r"vfmadd\w+ps", line)]
+widths = [re.search(r"%([xyz])mm\d+$", lines[i]).group(1) for i in fmas]
+# The loop over taps: from its first FMA to its last; a vector register to or from the stack
+# there is a spill.
+spills = [line for line in lines[fmas[0]:fmas[-1] + 1] if "(%rsp)" in line and "mm" in line]
+print("zmm", widths.count("z"), "ymm", widths.count("y"), "spills", len(spills))
+"""
+
+
+@pytest.mark.skipif(not llvmlite.binding.get_process_triple().startswith("x86_64"),
+                    reason="x86-64 code only")
+def test_intel_avx512_cpus_get_the_tile_in_512_bit_vectors(tmp_path):
+    """For Skylake-X (LLVM's prefer-256-bit), compiled but not run: by default each of the
+    tile's 16 rows is two 256-bit halves, 32 FMAs a tap with spills; with the features that
+    ask_for_512_bit_vectors sets, one 512-bit FMA per row and nothing spilled."""
+    skylake = "+avx,+avx2,+fma,+f16c,+bmi,+bmi2,+avx512f,+avx512vl,+avx512bw,+avx512dq,+avx512cd"
+
+    def compile_for(features):
+        env = dict(os.environ, NUMBA_CPU_NAME="skylake-avx512", NUMBA_CPU_FEATURES=features,
+                   NUMBA_CACHE_DIR=str(tmp_path))
+        run = subprocess.run([sys.executable, "-c", COMPILE_CONV_TILE], env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        return run.stdout.split()
+
+    assert compile_for(numba_config.features_for_512_bit_vectors(skylake, {})) == [
+        "zmm", "16", "ymm", "0", "spills", "0"]
+    _, zmm, _, ymm, _, spills = compile_for(skylake)
+    assert (zmm, ymm) == ("0", "32") and int(spills) > 0
+
+
 # What numba compiles for a Haswell CPU: AVX2 and FMA, no AVX-512.
 AVX2 = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fsgsbase,+lzcnt,+mmx,+movbe,+pclmul,"
         "+popcnt,+rdrnd,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,+sahf,-avx512f")
 
 
-@pytest.mark.skipif(os.environ.get("NUMBA_CPU_FEATURES") is not None
-                    or "+avx512f" not in llvmlite.binding.get_host_cpu_features().flatten(),
-                    reason="the tests above already run the AVX2 tile (or a chosen one) here")
+@pytest.mark.skipif(numba_config.TILE_ROWS != 16,
+                    reason="the tests above already run the 4-row AVX2 tile here")
 def test_convolutions_with_the_avx2_tile(tmp_path):
     """On an AVX-512 machine the tests above check the 16-row tile; here the 4-row tile that an
     AVX2 machine gets, compiled for Haswell in a fresh process, passes the same tests."""

@@ -14,13 +14,13 @@ import os
 import subprocess
 import sys
 
-import llvmlite.binding
 import numpy as np
 import pytest
 
 import minires.functional as F
 from minires import backends, models, no_grad, tensor
 from minires.backends.numba import NumbaDirect, winograd
+from minires.backends.numba.config import TILE_ROWS
 from minires.backends.reference import (
     WINOGRAD_A_T,
     WINOGRAD_B_T,
@@ -198,9 +198,8 @@ def test_float32_inference_takes_the_larger_tile_and_keeps_resnet_logits(monkeyp
         np.testing.assert_array_equal(logits.argmax(axis=1), exact.argmax(axis=1))
 
 
-@pytest.mark.skipif(os.environ.get("NUMBA_CPU_FEATURES") is not None
-                    or "+avx512f" not in llvmlite.binding.get_host_cpu_features().flatten(),
-                    reason="the tests above already run the AVX2 tile (or a chosen one) here")
+@pytest.mark.skipif(TILE_ROWS != 16,
+                    reason="the tests above already run the 4-row AVX2 tile here")
 def test_numba_winograd_with_the_avx2_tile(tmp_path):
     """The kernels above with the 4-row tile that an AVX2 machine gets, compiled for Haswell in
     a fresh process (test_numba_backend.py's AVX2 settings)."""

@@ -24,6 +24,38 @@ FMA = dict(SERIAL, fastmath={"contract"})
 INLINE = dict(inline="always", fastmath={"contract"})  # pieces of the tile, compiled into it
 
 
+def features_for_512_bit_vectors(host_features, environ):
+    """What NUMBA_CPU_FEATURES to set on a CPU with host_features (LLVM's "+avx2,+avx512f,..."),
+    or None to leave numba's choice alone. LLVM gives Intel's AVX-512 CPUs (Skylake-X to
+    Sapphire Rapids) 256-bit vectors ("prefer-256-bit": their 512-bit instructions once lowered
+    the clock). The register tile below then needs 32 registers for its 16 x 16 sums, all there
+    are, and spills; AMD's Zen 4 and 5 get 512 bits already. The host's own features less that
+    preference give 512-bit vectors wherever AVX-512 exists. A NUMBA_CPU_NAME or
+    NUMBA_CPU_FEATURES of the user's stays as it is."""
+    if "NUMBA_CPU_NAME" in environ or "NUMBA_CPU_FEATURES" in environ:
+        return None
+    if "+avx512f" not in host_features.split(","):
+        return None
+    return host_features + ",-prefer-256-bit"
+
+
+def ask_for_512_bit_vectors():
+    """Set NUMBA_CPU_FEATURES as features_for_512_bit_vectors says. numba reads it once, when
+    the first @numba.njit function of the process is defined (any package's), so this runs at
+    import, before this backend's kernels are; after another package's kernels it changes
+    nothing (the kernels then run as before, with 256-bit vectors on Intel). The setting is the
+    process's, like any NUMBA_ variable: other numba code compiled in it may get 512-bit vectors
+    too, and child processes inherit it. Each lane's sums are the same at either width."""
+    features = features_for_512_bit_vectors(
+        llvmlite.binding.get_host_cpu_features().flatten(), os.environ)
+    if features is not None:
+        os.environ["NUMBA_CPU_FEATURES"] = features
+        numba.core.config.CPU_FEATURES = features
+
+
+ask_for_512_bit_vectors()
+
+
 def compiles_for_avx512():
     """Whether numba generates AVX-512 code here: for this CPU, or what NUMBA_CPU_FEATURES says."""
     features = numba.core.config.CPU_FEATURES

@@ -115,10 +115,11 @@ def conv_tile(image, tap_starts, p, weights, out):
 
 
 # The two GEMMs below work on the tile in halves of HALF_ROWS = 8 rows: with 16, numba's LLVM on
-# Intel's AVX-512 CPUs (which it gives 256-bit vectors, two per row) needs 32 accumulators and 16
-# broadcast numbers in 32 registers, and spilled half of them at every step: 55-60 GFLOP/s on one
-# core against 90-105 with 8 rows (Winograd's GEMMs, benchmarks/PROFILE.md). conv_tile, whose
-# inputs change with every tap, measured no faster in halves. AVX2's 4 rows are one half.
+# Intel's AVX-512 CPUs, when it gave them 256-bit vectors (two per row; config.py now asks for
+# 512), needed 32 accumulators and 16 broadcast numbers in 32 registers, and spilled half of them
+# at every step: 55-60 GFLOP/s on one core against 90-105 with 8 rows (Winograd's GEMMs,
+# benchmarks/PROFILE.md). conv_tile, whose inputs change with every tap, measured no faster in
+# halves. AVX2's 4 rows are one half. With 512-bit vectors 16 rows would fit; not yet measured.
 HALF_ROWS = min(TILE_ROWS, 8)
 
 
