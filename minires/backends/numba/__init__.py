@@ -7,6 +7,7 @@ through both and compare. The files, by concern:
   conv_naive.py    convolution version 1: the definition as plain loops ("numba-v1")
   conv.py          convolution version 2: no column matrix, every GEMM on the tile
   winograd.py      3x3 stride-1 convolution by Winograd's F(2x2, 3x3) or F(4x4, 3x3), on the tile
+  winograd_transforms.py  its transforms of one tile, 16 channels at a time
   norm.py          batchnorm in four passes over memory, with or without a ReLU after it
   elementwise.py   ReLU in one pass each way; the residual sum and its ReLU in one pass
 The kernels are compiled for float32 and float64; other dtypes, and what no kernel here covers
