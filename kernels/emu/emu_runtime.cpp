@@ -10,8 +10,10 @@
       before an atomic, when it ends, and before a store to a global word that it loaded since
       it last ran. That last one puts other threads between the load and the store of a
       read-modify-write, so `x[i] = x[i] + v` without atomics loses updates here as on a GPU.
-      (Every switch costs a system call, as swapcontext saves the signal mask, so the emulator
-      does not switch at every access; the race detector below covers the other orders.)
+      (The emulator does not switch at every access; the race detector below covers the other
+      orders.) A fiber starts with setcontext; after that, switches go through _setjmp and
+      _longjmp, which save and restore registers only: swapcontext also saves the signal mask,
+      a system call each way, and that was most of the emulator's time.
    2. The barrier. A thread at __syncthreads() waits; when no thread can run and all that remain
       wait, the barrier opens (the block's epoch goes up by one). If some threads have already
       exited while others wait, the launch fails: on a GPU that kernel hangs or misbehaves.
@@ -48,6 +50,7 @@
 */
 #include "cuda_emu.h"
 
+#include <setjmp.h>
 #include <sys/mman.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -74,7 +77,9 @@ enum class State { runnable, at_barrier, done };
 enum class Kind { read, write, atomic };
 
 struct Fiber {
-    ucontext_t context;
+    ucontext_t context;    // where it starts: fiber_main on its own stack
+    jmp_buf resume;        // where it yielded, once started
+    bool started;
     State state;
     dim3 thread_idx;
     const char* loads[4];  // the last global words it loaded since it last ran
@@ -132,9 +137,10 @@ struct Emulator {
     int epoch = 0;    // barriers the running block has passed
     int current = 0;  // the running fiber
     std::vector<Fiber> fibers;
-    ucontext_t scheduler;
+    jmp_buf scheduler;  // where run_block() switched to the running fiber
     std::vector<Memory> global;
     Memory shared;
+    std::vector<char> in_shared_guard;  // per byte of the shared section: 1 inside a guard
     bool running = false;
     bool failed = false;
     std::vector<std::pair<const char*, Release>> releases;  // per atomic word, in this launch
@@ -168,6 +174,28 @@ int running_thread()
     return now.block * now.threads_per_block + now.current;
 }
 
+// -- switching between the scheduler and a fiber -------------------------------------------------
+
+// From the scheduler: run the fiber until it yields (its first run starts it).
+__attribute__((noinline)) void switch_to(Fiber& fiber)
+{
+    if (_setjmp(now.scheduler) == 0) {
+        if (fiber.started) {
+            _longjmp(fiber.resume, 1);
+        }
+        fiber.started = true;
+        setcontext(&fiber.context);
+    }
+}
+
+// From the running fiber: back to the scheduler, which may later resume it here.
+__attribute__((noinline)) void switch_to_scheduler()
+{
+    if (_setjmp(now.fibers[now.current].resume) == 0) {
+        _longjmp(now.scheduler, 1);
+    }
+}
+
 // Record why the launch fails; from a fiber, go back to the scheduler for good.
 void fail(const char* message, bool in_fiber)
 {
@@ -176,7 +204,7 @@ void fail(const char* message, bool in_fiber)
     std::snprintf(now.launch->error, sizeof now.launch->error, "%s: %s", who, message);
     now.failed = true;
     if (in_fiber) {
-        swapcontext(&now.fibers[now.current].context, &now.scheduler);  // never resumed
+        switch_to_scheduler();  // never resumed
     }
 }
 
@@ -186,7 +214,7 @@ void yield()
 {
     Fiber& fiber = now.fibers[now.current];
     fiber.num_loads = 0;
-    swapcontext(&fiber.context, &now.scheduler);
+    switch_to_scheduler();
 }
 
 // A fiber runs the kernel once per block; run_block() sets it runnable again for the next one.
@@ -250,6 +278,7 @@ void make_fibers()
         fiber.context.uc_stack.ss_size = stack_bytes;
         fiber.context.uc_link = nullptr;  // fiber_main never returns
         makecontext(&fiber.context, fiber_main, 0);
+        fiber.started = false;
     }
 }
 
@@ -277,7 +306,7 @@ void run_block()
             const int t = in_order(k, n);
             if (now.fibers[t].state == State::runnable) {
                 now.current = t;
-                swapcontext(&now.scheduler, &now.fibers[t].context);
+                switch_to(now.fibers[t]);
                 if (now.failed) {
                     return;
                 }
@@ -437,11 +466,9 @@ void check_word(Memory& memory, const char* p, Word& word, Kind kind, Touch me)
     }
 }
 
+// Called only with race detection on (memory.words is empty when it is off).
 void detect_race(Memory& memory, const char* p, std::size_t size, Kind kind)
 {
-    if (memory.words.empty()) {
-        return;
-    }
     const bool is_shared = &memory == &now.shared;
     const Touch me = {running_thread() + 1, now.epoch};
     const std::size_t first = (p - memory.begin) / 4, last = (p + size - 1 - memory.begin) / 4;
@@ -480,8 +507,9 @@ void report_out_of_bounds(const char* p, std::size_t size, Kind kind)
     fail(message, true);
 }
 
-// An access that lands in a guard between __shared__ arrays ran off the end of the one before.
-void check_shared_guards(const char* p, std::size_t size, Kind kind)
+// Fail if [p, p + size) overlaps a guard, naming the __shared__ array before it.
+__attribute__((noinline, cold)) void report_shared_guard(const char* p, std::size_t size,
+                                                         Kind kind)
 {
     const Launch& launch = *now.launch;
     for (int g = 0; g < launch.num_guards; ++g) {
@@ -498,6 +526,18 @@ void check_shared_guards(const char* p, std::size_t size, Kind kind)
     }
 }
 
+// An access that lands in a guard between __shared__ arrays ran off the end of the one before.
+// Every shared access asks, so the question is a look-up in a byte per byte of the section: an
+// access that touches a guard, and is no larger than one, has its first or last byte in it.
+void check_shared_guards(const char* p, std::size_t size, Kind kind)
+{
+    const std::size_t first = p - now.shared.begin, last = first + size - 1;
+    if (size > shared_guard_bytes || now.in_shared_guard[first]
+        || (last < now.in_shared_guard.size() && now.in_shared_guard[last])) {
+        report_shared_guard(p, size, kind);
+    }
+}
+
 void on_access(const void* address, std::size_t size, Kind kind)
 {
     const char* p = static_cast<const char*>(address);
@@ -506,12 +546,16 @@ void on_access(const void* address, std::size_t size, Kind kind)
     }
     if (p >= now.shared.begin && p < now.shared.end) {
         check_shared_guards(p, size, kind);
-        detect_race(now.shared, p, size, kind);
+        if (!now.shared.words.empty()) {
+            detect_race(now.shared, p, size, kind);
+        }
         return;
     }
     for (Memory& memory : now.global) {
         if (p >= memory.begin && p + size <= memory.end) {
-            detect_race(memory, p, size, kind);
+            if (!memory.words.empty()) {
+                detect_race(memory, p, size, kind);
+            }
             Fiber& fiber = now.fibers[now.current];
             if (kind == Kind::read) {
                 fiber.loads[fiber.num_loads++ % 4] = p;
@@ -585,7 +629,14 @@ int run(Launch& launch, void (*body)(void**), void** args)
         now.global.back().words.resize(detect ? bytes / 4 + 2 : 0);  // +2: unaligned ends
     }
     now.shared = {__start_emu_shared, __stop_emu_shared, "__shared__ memory", {}, {}};
-    now.shared.words.resize(detect ? (__stop_emu_shared - __start_emu_shared) / 4 + 2 : 0);
+    const std::size_t shared_bytes = __stop_emu_shared - __start_emu_shared;
+    now.shared.words.resize(detect ? shared_bytes / 4 + 2 : 0);
+    now.in_shared_guard.assign(shared_bytes, 0);
+    for (int g = 0; g < launch.num_guards; ++g) {
+        const std::size_t begin = std::min<std::size_t>(launch.guard_begin[g], shared_bytes);
+        const std::size_t end = std::min<std::size_t>(launch.guard_end[g], shared_bytes);
+        std::fill(now.in_shared_guard.begin() + begin, now.in_shared_guard.begin() + end, 1);
+    }
 
     make_fibers();
     now.releases.clear();

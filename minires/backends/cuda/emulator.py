@@ -32,6 +32,7 @@ MAX_GRID = (2**31 - 1, 65535, 65535)
 CXXFLAGS = ("-std=c++17", "-O1", "-fPIC", "-fvisibility=hidden", "-fno-gnu-unique", "-Wall",
             "-Wno-unknown-pragmas", "-fno-toplevel-reorder")
 KERNEL_FLAGS = ("-fsanitize=thread",)
+RUNTIME_FLAGS = ("-O2",)  # its hooks run at every access: inlining their helpers pays
 
 
 class EmulatorError(RuntimeError):
@@ -226,7 +227,8 @@ def build(code):
     runtime = emu.joinpath("emu_runtime.cpp").read_text()
     glue = '#include "cuda_emu.h"\n#include "kernel.cu"\n' + "".join(
         f"EMU_KERNEL({name})\n" for name in kernel_names(code))
-    key = hashlib.sha256("\0".join((cxx, *CXXFLAGS, header, runtime, code)).encode()).hexdigest()
+    flags = (*CXXFLAGS, *KERNEL_FLAGS, *RUNTIME_FLAGS)
+    key = hashlib.sha256("\0".join((cxx, *flags, header, runtime, code)).encode()).hexdigest()
     library = cache_dir() / key[:20] / "module.so"
     if library.exists():
         return library
@@ -235,7 +237,7 @@ def build(code):
         for name, text in [("cuda_emu.h", header), ("emu_runtime.cpp", runtime),
                            ("kernel.cu", code), ("module.cpp", glue)]:
             (work / name).write_text(text)
-        _run(work, cxx, *CXXFLAGS, "-c", "emu_runtime.cpp", "-o", "runtime.o")
+        _run(work, cxx, *CXXFLAGS, *RUNTIME_FLAGS, "-c", "emu_runtime.cpp", "-o", "runtime.o")
         _run(work, cxx, *CXXFLAGS, *KERNEL_FLAGS, "-c", "module.cpp", "-o", "module.o")
         _run(work, cxx, "-shared", "-Wl,--no-undefined", "module.o", "runtime.o", "-o", "module.so")
         library.parent.mkdir(exist_ok=True)
