@@ -4,10 +4,11 @@ reference backend, under the CUDA emulator with its race detector on; awkward sh
 channel, (N, C) inputs, H*W not a multiple of the block, a mean far from zero, no affine
 parameters, no running statistics, one row or class of logits, more rows than a block. Then
 five training steps of a small ResNet, emulated GPU against the CPU reference: the same losses
-within float32 noise.
+within float32 noise; last, the emulator's bounds checks with its race detector off.
 """
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -283,3 +284,23 @@ def test_a_graphed_step_replays_the_eager_steps():
                 losses[mode].append(loss)
     np.testing.assert_allclose(losses["graph"], losses["eager"], rtol=1e-6)
     assert (step.captures, step.replays) == (3, 4)  # lr 0.1, 0.05, a new array; steps 2-5
+
+
+@pytest.mark.parametrize("file, kernel_name, threads, message", [
+    ("emulator_checks.cu", "copy_unchecked", 256,
+     "out-of-bounds access: reads 4 bytes at element 300 of x, which has 300"),
+    ("stricter_checks.cu", "shared_overflow", 64,
+     "writes 4 bytes at 0 bytes past the end of the __shared__ array tile"),
+])
+def test_bounds_checks_stay_on_without_the_race_detector(file, kernel_name, threads, message):
+    """The graphed-step test and bench_gpu.py --count turn the race detector off: an access
+    past the end of an array argument or of a __shared__ array is still reported."""
+    from minires.backends.cuda import emulator
+
+    source = Path(__file__).resolve().parent / "gpu_broken" / file
+    kernel = emulator.RawModule(source.read_text()).get_function(kernel_name)
+    n = 300 if kernel_name == "copy_unchecked" else threads
+    x, y = random(n), np.zeros(n, np.float32)
+    blocks = -(-n // threads)
+    with emulator.race_detection(False), pytest.raises(emulator.EmulatorError, match=message):
+        kernel((blocks,), (threads,), (x, y, np.int32(n)))
