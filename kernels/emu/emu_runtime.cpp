@@ -48,6 +48,10 @@
    passes here and fails on a GPU), an index that runs more than 256 bytes past a __shared__
    array (over its guard, into the next array), and bugs on paths the test inputs never take.
 */
+// Fibers switch stacks with _longjmp (part 1). _FORTIFY_SOURCE, on by default in some
+// distributions' g++ (Ubuntu's), makes it a checked longjmp that aborts on a jump to a lower
+// stack, which every switch to a fiber is: turn it off before any system header sees it.
+#undef _FORTIFY_SOURCE
 #include "cuda_emu.h"
 
 #include <setjmp.h>
