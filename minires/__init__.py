@@ -9,11 +9,12 @@ Start with lessons/README.md; minires/tensor.py and minires/ops/ are the engine 
 
 from . import functional, models, nn, optim
 from .backends import gpu_available
-from .checkpoint import CheckpointError, load_torch_checkpoint
+from .checkpoint import CheckpointError
 from .function import Function, no_grad
 from .gradcheck import GradcheckError, gradcheck
 from .summary import summary
 from .tensor import Tensor, tensor
+from .torch_checkpoint import load_torch_checkpoint
 
 __all__ = [
     "CheckpointError", "Function", "GradcheckError", "Tensor", "functional", "gpu_available",

@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import asdict
 
-from . import checkpoint, data, models, nn, optim
+from . import checkpoint, data, models, nn, optim, torch_checkpoint
 from .backends import get_array_module, to_device
 from .checkpoint import CheckpointError
 from .config import (  # noqa: F401 (TrainConfig and its checks are part of this module's API)
@@ -354,7 +354,7 @@ def evaluate_checkpoint(path, data_path=None, device="cpu", model=None, shortcut
     (default resnet20) with `shortcut` (default A), and its images are normalised as akamaster's.
     """
     if checkpoint.file_kind(path) == "torch":
-        state = checkpoint.load_torch_checkpoint(path)
+        state = torch_checkpoint.load_torch_checkpoint(path)
         weights = state.get("state_dict", state) if isinstance(state, dict) else state
         config = TrainConfig(model=model or "resnet20", shortcut=shortcut or "A", data=data_path)
         mean, std = TORCH_MEAN, TORCH_STD

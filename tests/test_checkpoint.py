@@ -14,7 +14,7 @@ import pytest
 
 import minires
 from minires import __main__ as cli
-from minires import checkpoint, data, models
+from minires import checkpoint, data, models, torch_checkpoint
 from minires import train as training
 from minires.checkpoint import CheckpointError
 
@@ -158,7 +158,7 @@ def small_file_contents():
 @pytest.mark.parametrize("name", SMALL_FILES)
 def test_committed_torch_files_load_without_torch(name, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # any `import torch` would now fail
-    loaded = checkpoint.load_torch_checkpoint(DATA / name)
+    loaded = torch_checkpoint.load_torch_checkpoint(DATA / name)
     assert loaded["epoch"] == 3 and loaded["best_prec1"] == 91.25
     state_dict = loaded["state_dict"]
     assert list(state_dict) == ["module." + key for key in small_file_contents()]
@@ -189,7 +189,7 @@ def test_tensors_of_every_kind_match_pytorch(tmp_path, legacy):
         "parameter": torch.nn.Parameter(base[0, 0].clone()),
     }
     obj = {"tensors": tensors, "nested": [(base[0, 0], 7), {"text": "ok", "none": None}]}
-    loaded = checkpoint.load_torch_checkpoint(torch_save(obj, tmp_path / "t.pt", legacy))
+    loaded = torch_checkpoint.load_torch_checkpoint(torch_save(obj, tmp_path / "t.pt", legacy))
     for key, tensor in tensors.items():
         expected = tensor.detach().float().numpy() if key == "bfloat16" else tensor.detach().numpy()
         got = loaded["tensors"][key]
@@ -231,7 +231,7 @@ def akamaster_checkpoint(tmp_path, legacy, depth=20):
 def test_resnets_from_pytorch_files_give_pytorchs_logits(tmp_path, legacy, depth):
     torch = pytest.importorskip("torch")
     path, theirs = akamaster_checkpoint(tmp_path, legacy, depth)
-    loaded = checkpoint.load_torch_checkpoint(path)
+    loaded = torch_checkpoint.load_torch_checkpoint(path)
     assert loaded["epoch"] == 180 and loaded["best_prec1"] == 91.7
     mine = models.resnet_cifar(depth)
     result = models.load_torch_state_dict(mine, loaded["state_dict"])
@@ -268,7 +268,8 @@ def test_the_published_akamaster_checkpoints_give_pytorchs_logits():
         with torch.no_grad():
             expected = theirs.eval()(torch.from_numpy(x)).numpy()
         mine = models.resnet_cifar(depth)
-        models.load_torch_state_dict(mine, checkpoint.load_torch_checkpoint(path)["state_dict"])
+        models.load_torch_state_dict(
+            mine, torch_checkpoint.load_torch_checkpoint(path)["state_dict"])
         got = mine.eval()(minires.tensor(x)).data
         print(f"{path.name}: max |dlogit| {np.abs(got - expected).max():.2e}")
         assert np.abs(got - expected).max() < 1e-3, path.name
@@ -339,7 +340,7 @@ def test_a_file_as_pytorch_0_3_saved_a_gpu_model(tmp_path, monkeypatch):
     path = tmp_path / "old.th"
     path.write_bytes(legacy_bytes(obj, OldPickler, [("s0", np.arange(6, dtype=np.float32))]))
     monkeypatch.undo()  # the real modules again; the reader must not need them anyway
-    loaded = checkpoint.load_torch_checkpoint(path)
+    loaded = torch_checkpoint.load_torch_checkpoint(path)
     np.testing.assert_array_equal(loaded["state_dict"]["module.w"], [[2, 4], [3, 5]])
     assert loaded["best_prec1"] == 5.0
 
@@ -354,7 +355,7 @@ def test_malicious_pytorch_files_are_refused_and_run_nothing(tmp_path):
         z.writestr("archive/version", "3\n")
     for path in (legacy, archive):
         with pytest.raises(CheckpointError) as error:
-            checkpoint.load_torch_checkpoint(path)
+            torch_checkpoint.load_torch_checkpoint(path)
         assert "refusing to load io.open" in one_line_naming(error, path)
         with pytest.raises(CheckpointError):
             training.evaluate_checkpoint(path, data_path="sample")
@@ -371,11 +372,11 @@ def test_damaged_pytorch_files_get_one_line(tmp_path):
         path = tmp_path / name
         path.write_bytes(content)
         with pytest.raises(CheckpointError) as error:
-            checkpoint.load_torch_checkpoint(path)
+            torch_checkpoint.load_torch_checkpoint(path)
         assert expect in one_line_naming(error, path)
     # A tensor whose strides reach outside its storage would read foreign memory: refused.
-    storage = ("storage", checkpoint.StorageType("FloatStorage"), "0", "cpu", 4)
+    storage = ("storage", torch_checkpoint.StorageType("FloatStorage"), "0", "cpu", 4)
     with pytest.raises(CheckpointError, match="does not fit in its storage of 4 elements"):
-        checkpoint._resolve(checkpoint.TensorRef(
-            checkpoint.StorageRef("0", 0, "FloatStorage"), 0, (3,), (2,)),
+        torch_checkpoint._resolve(torch_checkpoint.TensorRef(
+            torch_checkpoint.StorageRef("0", 0, "FloatStorage"), 0, (3,), (2,)),
             {"0": np.zeros(storage[4], np.float32)}, "x.pt")
