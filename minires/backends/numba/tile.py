@@ -1,7 +1,7 @@
 """The register tile: the micro-kernel that both GEMMs of the tiled convolution run on.
 
 What it computes (the reference loop, for TILE_ROWS x TILE_COLS outputs; weight_grad_tile and
-gemm_tile, the same with other layouts of the two operands):
+gemm_tile, the same with other layouts of the two operands, gemm_tile with out = instead of +=):
     for k in range(K):  for i in range(TILE_ROWS):  for j in range(TILE_COLS):
         out[i, j] += rows[k, i] * cols[k, j]
 It holds the whole tile in registers for the sum over k: each step adds the outer product of
@@ -25,6 +25,13 @@ def _fma_row(row, s, v):
             row[4] + s * v[4], row[5] + s * v[5], row[6] + s * v[6], row[7] + s * v[7],
             row[8] + s * v[8], row[9] + s * v[9], row[10] + s * v[10], row[11] + s * v[11],
             row[12] + s * v[12], row[13] + s * v[13], row[14] + s * v[14], row[15] + s * v[15])
+
+
+@numba.njit(**INLINE)
+def _mul_row(s, v):
+    """s * v: s a number, v any TILE_COLS numbers."""
+    return (s * v[0], s * v[1], s * v[2], s * v[3], s * v[4], s * v[5], s * v[6], s * v[7],
+            s * v[8], s * v[9], s * v[10], s * v[11], s * v[12], s * v[13], s * v[14], s * v[15])
 
 
 @numba.njit(**INLINE)
@@ -136,6 +143,17 @@ def _half_fma(t, s, first, v):
 
 
 @numba.njit(**INLINE)
+def _half_mul(s, first, v):
+    """s[first + i] * v[j] for HALF_ROWS rows i: a tile's first step, with no sum to add to."""
+    if HALF_ROWS == 8:
+        return (_mul_row(s[first], v), _mul_row(s[first + 1], v), _mul_row(s[first + 2], v),
+                _mul_row(s[first + 3], v), _mul_row(s[first + 4], v), _mul_row(s[first + 5], v),
+                _mul_row(s[first + 6], v), _mul_row(s[first + 7], v))
+    return (_mul_row(s[first], v), _mul_row(s[first + 1], v), _mul_row(s[first + 2], v),
+            _mul_row(s[first + 3], v))
+
+
+@numba.njit(**INLINE)
 def _load_half(a, first):
     """Rows first .. first + HALF_ROWS of a as a tile."""
     if HALF_ROWS == 8:
@@ -167,11 +185,12 @@ def weight_grad_tile(inputs, dy, out):
 
 @numba.njit(**FMA)
 def gemm_tile(a, b, out):
-    """out[i, j] += sum over k of a[i, k] * b[k, j]: TILE_ROWS rows of a by TILE_COLS columns of
-    b, HALF_ROWS at a time, as weight_grad_tile with a read across its rows. Each k:
-    HALF_ROWS numbers of a (broadcast) times TILE_COLS neighbouring numbers of b."""
+    """out[i, j] = sum over k of a[i, k] * b[k, j]: TILE_ROWS rows of a by TILE_COLS columns of
+    b, HALF_ROWS at a time, as weight_grad_tile with a read across its rows, but out is written,
+    not added to (so it need not be zeroed first). Each k: HALF_ROWS numbers of a (broadcast)
+    times TILE_COLS neighbouring numbers of b. b has at least one row."""
     for first in range(0, TILE_ROWS, HALF_ROWS):
-        t = _load_half(out, first)
-        for k in range(b.shape[0]):
+        t = _half_mul(a[:, 0], first, b[0])
+        for k in range(1, b.shape[0]):
             t = _half_fma(t, a[:, k], first, b[k])
         _store_half(out, first, t)

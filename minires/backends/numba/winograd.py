@@ -44,12 +44,18 @@ from .winograd_transforms import (
 @numba.njit(**INLINE)
 def _pad_channels_last(x, n0, ph, pw, images):
     """images[b, ph + h, pw + w, c] = x[n0 + b, c, h, w]; zero around x and past its channels."""
-    images[:] = 0
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     for b in range(images.shape[0]):
+        image = images[b]
+        image[:ph] = 0  # the rows above x and below it
+        image[ph + H:] = 0
         for h in range(H):
-            for c in range(C):  # row h of channel c, to every C_padded-th number of images
-                copy_strided(images[b, ph + h, pw:, c], 1, x[n0 + b, c, h], 1, W)
+            row = image[ph + h]
+            row[:pw] = 0  # left and right of x, and its padded channels
+            row[pw + W:] = 0
+            row[pw:pw + W, C:] = 0
+            for c in range(C):  # row h of channel c, to every C_padded-th number of the row
+                copy_strided(row[pw:, c], 1, x[n0 + b, c, h], 1, W)
 
 
 @numba.njit(**INLINE)
@@ -83,10 +89,11 @@ def _conv(x, U, ph, pw, m, group_size, tiles_h, tiles_w, y):
         count = min(group_size, N - n0)
         images = np.empty((count, m * tiles_h + 2, m * tiles_w + 2, C_padded), dtype=x.dtype)
         _pad_channels_last(x, n0, ph, pw, images)
-        V = np.zeros((tile_blocks * TILE_ROWS, positions, C_padded), dtype=x.dtype)
+        V = np.empty((tile_blocks * TILE_ROWS, positions, C_padded), dtype=x.dtype)
         _input_transform(images, m, V)
+        V[count * tiles_h * tiles_w:] = 0  # spare rows: their M is unread, but no NaN in the GEMM
         # M[t // TILE_ROWS, co // TILE_COLS, pos, t % TILE_ROWS, co % TILE_COLS]
-        M = np.zeros((tile_blocks, out_blocks, positions, TILE_ROWS, TILE_COLS), dtype=x.dtype)
+        M = np.empty((tile_blocks, out_blocks, positions, TILE_ROWS, TILE_COLS), dtype=x.dtype)
         for tb in range(tile_blocks):
             for cb in range(out_blocks):
                 for pos in range(positions):  # M[pos] = V[pos] @ U[pos], a tile at a time
