@@ -179,6 +179,8 @@ int running_thread()
 }
 
 // -- switching between the scheduler and a fiber -------------------------------------------------
+// Each _setjmp sits in a small function of its own (noinline): its frame stays alive, on its own
+// stack, until the _longjmp back to it, as setjmp requires.
 
 // From the scheduler: run the fiber until it yields (its first run starts it).
 __attribute__((noinline)) void switch_to(Fiber& fiber)
