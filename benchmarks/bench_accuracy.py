@@ -21,7 +21,8 @@ import numpy as np
 
 import minires.functional as F
 from minires import backends, models, optim, tensor
-from minires.data import channel_stats, load_sample
+from minires.cifar10 import load_sample
+from minires.data import channel_stats
 from minires.nn import init
 
 

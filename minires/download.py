@@ -1,9 +1,10 @@
 """Fetching a file once: the cache folder, md5 checksums, and an atomic download.
 
-minires.data uses this for the CIFAR-10 archive, but nothing here knows about CIFAR-10. A download
-goes to a temporary file next to its destination and is renamed into place (os.replace, atomic on
-one file system) only after its md5 matched, so an interrupted or wrong download never leaves a file
-that looks complete: a corrupt archive would otherwise fail much later, or not at all.
+minires.cifar10 uses this for the CIFAR-10 archive, but nothing here knows about CIFAR-10. A
+download goes to a temporary file next to its destination and is renamed into place (os.replace,
+atomic on one file system) only after its md5 matched, so an interrupted or wrong download never
+leaves a file that looks complete: a corrupt archive would otherwise fail much later, or not at
+all.
 """
 
 import hashlib

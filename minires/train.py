@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import asdict
 
-from . import checkpoint, data, models, nn, optim, torch_checkpoint
+from . import checkpoint, cifar10, data, models, nn, optim, torch_checkpoint
 from .backends import get_array_module, to_device
 from .checkpoint import CheckpointError
 from .config import (  # noqa: F401 (TrainConfig and its checks are part of this module's API)
@@ -80,9 +80,9 @@ def build_model(config):
 def load_data(config):
     """(x_train, y_train, x_eval, y_eval) as uint8 NCHW / int64, per config.data and config.val."""
     if config.data == "sample":
-        x_train, y_train, x_test, y_test = data.load_sample()
+        x_train, y_train, x_test, y_test = cifar10.load_sample()
     else:
-        x_train, y_train, x_test, y_test = data.load_cifar10(config.data)
+        x_train, y_train, x_test, y_test = cifar10.load_cifar10(config.data)
     if config.val:
         x_train, y_train, x_test, y_test = data.train_val_split(x_train, y_train)
     return x_train, y_train, x_test, y_test

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minires.data import IMAGES_PER_BATCH, load_cifar10
+from minires.cifar10 import IMAGES_PER_BATCH, load_cifar10
 from minires.download import md5sum
 
 ROOT = Path(__file__).resolve().parents[1]

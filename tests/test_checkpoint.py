@@ -14,7 +14,7 @@ import pytest
 
 import minires
 from minires import __main__ as cli
-from minires import checkpoint, data, models, torch_checkpoint
+from minires import checkpoint, cifar10, data, models, torch_checkpoint
 from minires import train as training
 from minires.checkpoint import CheckpointError
 
@@ -236,7 +236,7 @@ def test_resnets_from_pytorch_files_give_pytorchs_logits(tmp_path, legacy, depth
     mine = models.resnet_cifar(depth)
     result = models.load_torch_state_dict(mine, loaded["state_dict"])
     assert result.missing_keys == [] and result.unexpected_keys == []
-    x_test = data.load_sample()[2][:64]
+    x_test = cifar10.load_sample()[2][:64]
     x = data.normalize(x_test, training.TORCH_MEAN, training.TORCH_STD)  # (64, 3, 32, 32)
     with torch.no_grad():
         expected = theirs(torch.from_numpy(x)).numpy()
@@ -259,7 +259,7 @@ def test_the_published_akamaster_checkpoints_give_pytorchs_logits():
 
     files = sorted(Path(PUBLIC).glob("resnet*-*.th"))
     assert files, f"no resnetN-*.th file in {PUBLIC}"
-    x = data.normalize(data.load_sample()[2][:64], training.TORCH_MEAN, training.TORCH_STD)
+    x = data.normalize(cifar10.load_sample()[2][:64], training.TORCH_MEAN, training.TORCH_STD)
     for path in files:
         depth = int(path.name[len("resnet"):].split("-")[0])
         theirs = torch_resnet((depth - 2) // 6, "A")
@@ -278,7 +278,7 @@ def test_the_published_akamaster_checkpoints_give_pytorchs_logits():
 def test_eval_accepts_a_pytorch_checkpoint(tmp_path, capsys):
     torch = pytest.importorskip("torch")
     path, theirs = akamaster_checkpoint(tmp_path, legacy=True)
-    x_test, y_test = data.load_sample()[2:]
+    x_test, y_test = cifar10.load_sample()[2:]
     x = data.normalize(x_test, training.TORCH_MEAN, training.TORCH_STD)
     with torch.no_grad():
         accuracy = (theirs(torch.from_numpy(x)).numpy().argmax(axis=1) == y_test).mean()

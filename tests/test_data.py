@@ -1,4 +1,5 @@
-"""Tests for minires.data and minires.download: loading, checks, download, split, augment, loader.
+"""Tests for minires.cifar10, minires.data and minires.download: loading, checks, download, split,
+augment, loader.
 
 Tests that need the full CIFAR-10 archive look for the stand-in at ../shared/datasets/ beside the
 repository (or at $MINIRES_CIFAR10) and skip when it is absent; the archive is read once per
@@ -20,15 +21,13 @@ import numpy as np
 import pytest
 
 import minires
-from minires import data
+from minires import cifar10
+from minires.cifar10 import DatasetError, load_cifar10, load_sample
 from minires.data import (
     DataLoader,
-    DatasetError,
     augment,
     channel_stats,
     crop_flip,
-    load_cifar10,
-    load_sample,
     normalize,
     train_val_split,
 )
@@ -83,7 +82,7 @@ def write_batches(folder, batches):
 def fake(tmp_path_factory):
     """A folder holding cifar-10-batches-py/ and, beside it, cifar-10-python.tar.gz of the same."""
     root = tmp_path_factory.mktemp("fake")
-    names = data.TRAIN_BATCHES + (data.TEST_BATCH,)
+    names = cifar10.TRAIN_BATCHES + (cifar10.TEST_BATCH,)
     batches = {name: fake_batch(k) for k, name in enumerate(names)}
     write_batches(root / "dir" / "cifar-10-batches-py", batches)
     (root / "tar").mkdir()
@@ -120,11 +119,11 @@ def test_real_archive_shapes_dtypes_and_counts(real):
 @needs_real
 def test_real_archive_md5_note(real):
     _, note, md5 = real
-    if md5 in (None, data.CIFAR10_MD5):
+    if md5 in (None, cifar10.CIFAR10_MD5):
         assert note == ""  # a folder or the official archive loads silently
         return
     assert note.startswith("minires: note: ") and note.count("\n") == 1  # one line
-    assert md5 in note and data.CIFAR10_MD5 in note
+    assert md5 in note and cifar10.CIFAR10_MD5 in note
 
 
 @needs_real
@@ -259,8 +258,8 @@ def test_pickles_that_call_functions_are_refused(tmp_path):
 def fake_official(monkeypatch, fake):
     """Point the official URL at the fake archive and treat its md5 as the official one."""
     archive = fake / "tar/cifar-10-python.tar.gz"
-    monkeypatch.setattr(data, "CIFAR10_URL", archive.as_uri())
-    monkeypatch.setattr(data, "CIFAR10_MD5", md5sum(archive))
+    monkeypatch.setattr(cifar10, "CIFAR10_URL", archive.as_uri())
+    monkeypatch.setattr(cifar10, "CIFAR10_MD5", md5sum(archive))
 
 
 def test_download_verifies_then_moves_into_place(fake, no_env, monkeypatch, capsys):
@@ -268,7 +267,7 @@ def test_download_verifies_then_moves_into_place(fake, no_env, monkeypatch, caps
     check_fake(load_cifar10())
     assert "md5" not in capsys.readouterr().err  # the official archive loads without a note
     assert sorted(p.name for p in no_env.iterdir()) == ["cifar-10-python.tar.gz"]
-    assert md5sum(no_env / "cifar-10-python.tar.gz") == data.CIFAR10_MD5
+    assert md5sum(no_env / "cifar-10-python.tar.gz") == cifar10.CIFAR10_MD5
 
     def no_network(*args, **kwargs):
         raise AssertionError("a verified cached archive must not be downloaded again")
@@ -279,7 +278,7 @@ def test_download_verifies_then_moves_into_place(fake, no_env, monkeypatch, caps
 
 def test_download_with_wrong_md5_leaves_nothing(fake, no_env, monkeypatch):
     archive = fake / "tar/cifar-10-python.tar.gz"
-    monkeypatch.setattr(data, "CIFAR10_URL", archive.as_uri())  # the official md5 stays
+    monkeypatch.setattr(cifar10, "CIFAR10_URL", archive.as_uri())  # the official md5 stays
     with pytest.raises(DatasetError, match=f"md5 is {md5sum(archive)}"):
         load_cifar10()
     assert list(no_env.iterdir()) == []  # no archive, no partial .part file
@@ -293,7 +292,7 @@ def test_offline_says_where_to_put_the_file(no_env, monkeypatch):
     with pytest.raises(DatasetError) as error:
         load_cifar10()
     message = str(error.value)
-    assert "name resolution" in message and data.CIFAR10_URL in message
+    assert "name resolution" in message and cifar10.CIFAR10_URL in message
     assert str(no_env / "cifar-10-python.tar.gz") in message and "--data" in message
     assert list(no_env.iterdir()) == []
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import minires
-from minires import checkpoint, data, report
+from minires import checkpoint, cifar10, report
 from minires import train as training
 
 SHARED_CIFAR = Path(os.environ.get(
@@ -22,7 +22,7 @@ SHARED_CIFAR = Path(os.environ.get(
 @pytest.fixture
 def tiny_data(monkeypatch):
     """64 training and 32 test images of the embedded sample: 4 iterations per epoch at batch 16."""
-    x_train, y_train, x_test, y_test = data.load_sample()
+    x_train, y_train, x_test, y_test = cifar10.load_sample()
     subset = (x_train[:64], y_train[:64], x_test[:32], y_test[:32])
     monkeypatch.setattr(training, "load_data", lambda config: subset)
 
@@ -166,7 +166,7 @@ def test_paper_schedule_scales_to_the_run_and_model_names():
 
 @pytest.mark.skipif(not SHARED_CIFAR.exists(), reason="the shared CIFAR-10 tarball is absent")
 def test_short_run_on_real_cifar10_lowers_the_loss(tmp_path, monkeypatch):
-    x_train, y_train, x_test, y_test = data.load_cifar10(SHARED_CIFAR)  # a note on its md5
+    x_train, y_train, x_test, y_test = cifar10.load_cifar10(SHARED_CIFAR)  # a note on its md5
     subset = (x_train[:4096], y_train[:4096], x_test[:256], y_test[:256])
     monkeypatch.setattr(training, "load_data", lambda config: subset)
     run = training.Run(tiny_config(tmp_path, iters=60, batch=64, lr=0.1, schedule="cosine"))
