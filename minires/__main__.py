@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 
-from . import __version__
+from . import __version__, evaluation
 from . import train as training
 
 # The train options that make a TrainConfig. They default to None here, so that with --resume
@@ -139,9 +139,9 @@ def run(args):
         print(f"{summary['evaluated_on']} accuracy {summary['test_accuracy']:.4f} after "
               f"{summary['iterations']} iterations; plot: {summary['plot']}")
     elif args.command == "eval":
-        loss, error = training.evaluate_checkpoint(args.checkpoint, data_path=args.data,
-                                                   device=args.device, model=args.model,
-                                                   shortcut=args.shortcut)
+        loss, error = evaluation.evaluate_checkpoint(args.checkpoint, data_path=args.data,
+                                                     device=args.device, model=args.model,
+                                                     shortcut=args.shortcut)
         print(f"test accuracy {1 - error:.4f} (loss {loss:.4f})")
     elif args.command == "demo":
         config = training.TrainConfig(model="resnet8", epochs=args.epochs, batch=64, lr=0.05,

@@ -4,6 +4,8 @@ One run: data, model, SGD with a per-iteration learning-rate schedule, evaluatio
 metrics (CSV + JSON summary), an atomic checkpoint each epoch, exact resume, and the paper's
 Fig. 6-style plot of training and test error against iterations. train() never loses a run: it
 refuses a folder that holds one unless told to resume it (with the same options) or overwrite it.
+What a config builds (model, data, schedule) is in builders.py; evaluate() and evaluating a saved
+checkpoint (`python -m minires eval`) in evaluation.py.
 """
 
 import json
@@ -12,8 +14,9 @@ import os
 import time
 from dataclasses import asdict
 
-from . import checkpoint, cifar10, data, models, nn, optim, torch_checkpoint
+from . import checkpoint, data, optim
 from .backends import get_array_module, to_device
+from .builders import build_model, load_data, make_schedule
 from .checkpoint import CheckpointError
 from .config import (  # noqa: F401 (TrainConfig and its checks are part of this module's API)
     PAPER_ITERATIONS,
@@ -26,7 +29,7 @@ from .config import (  # noqa: F401 (TrainConfig and its checks are part of this
     resumed_config,
     run_length,
 )
-from .function import no_grad
+from .evaluation import evaluate
 from .ops.loss import cross_entropy
 from .report import (  # noqa: F401 (lesson 9 calls smooth)
     plot_curves,
@@ -39,9 +42,6 @@ from .report import (  # noqa: F401 (lesson 9 calls smooth)
 CHECKPOINT = "checkpoint.npz"  # in config.out; checkpoint.py says why it is not a pickle
 # Files that say a folder holds a run (checkpoint.pkl: the pickles of minires 0.1).
 RUN_FILES = (CHECKPOINT, "checkpoint.pkl", "metrics.csv", "summary.json")
-# akamaster/pytorch_resnet_cifar10 normalises with ImageNet's channel statistics (its
-# trainer.py), so its checkpoints are evaluated with them rather than with CIFAR-10's.
-TORCH_MEAN, TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class TrainingDiverged(RuntimeError):
@@ -50,57 +50,6 @@ class TrainingDiverged(RuntimeError):
 
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C during a run; the message says where its last checkpoint is."""
-
-
-def make_schedule(name, base_lr, total_iters, warmup=False, schedule_iters=None):
-    """The paper's steps (/10 at 50% and 75% of the run: 32k and 48k of its 64k iterations,
-    with ResNet-110's 0.1*base_lr warm-up when asked), or cosine decay to 0.
-
-    schedule_iters (default total_iters) is the length the steps are laid out over: an extended
-    run keeps its drops at 50% and 75% of its original length and trains on at the last rate.
-    """
-    laid_over = schedule_iters or total_iters
-    if name == "paper":
-        return optim.PaperSchedule(base_lr, milestones=(laid_over // 2, laid_over * 3 // 4),
-                                   total_iters=total_iters,
-                                   warmup_lr=base_lr / 10 if warmup else None)
-    if name == "cosine":
-        return optim.CosineSchedule(base_lr, total_iters)
-    raise ValueError(f"schedule must be 'paper' or 'cosine', got {name!r}")
-
-
-def build_model(config):
-    family, depth = parse_model_name(config.model)
-    nn.init.manual_seed(config.seed)
-    if family == "preact_resnet":
-        return models.preact_resnet(depth, shortcut=config.shortcut)
-    return models.resnet_cifar(depth, shortcut=config.shortcut, residual=family == "resnet")
-
-
-def load_data(config):
-    """(x_train, y_train, x_eval, y_eval) as uint8 NCHW / int64, per config.data and config.val."""
-    if config.data == "sample":
-        x_train, y_train, x_test, y_test = cifar10.load_sample()
-    else:
-        x_train, y_train, x_test, y_test = cifar10.load_cifar10(config.data)
-    if config.val:
-        x_train, y_train, x_test, y_test = data.train_val_split(x_train, y_train)
-    return x_train, y_train, x_test, y_test
-
-
-def evaluate(model, loader):
-    """(mean loss, error rate) of model over loader, in evaluation mode, without a graph."""
-    was_training = model.training
-    model.eval()
-    total_loss, wrong, count = 0.0, 0, 0
-    with no_grad():
-        for x, y in loader:
-            logits = model(x)
-            total_loss += cross_entropy(logits, y).item() * len(y)
-            wrong += int((logits.data.argmax(axis=1) != y).sum())
-            count += len(y)
-    model.train(was_training)
-    return total_loss / count, wrong / count
 
 
 # The names lesson 9 uses: an atomic .npz + JSON write, and a read that can run no code.
@@ -344,41 +293,3 @@ def train(config, resume=False, overwrite=False, change_config=False, progress=T
 def saved_config(folder):
     """The config (a dict) of the run whose checkpoint is in folder."""
     return checkpoint.load_run_config(os.path.join(folder, CHECKPOINT))
-
-
-def evaluate_checkpoint(path, data_path=None, device="cpu", model=None, shortcut=None):
-    """(loss, error) on the test set of the model saved at path; data_path overrides its data.
-
-    path is a minires checkpoint, or a PyTorch one (akamaster/pytorch_resnet_cifar10's files,
-    or any state_dict with its names), which holds no config: it is taken to be a `model`
-    (default resnet20) with `shortcut` (default A), and its images are normalised as akamaster's.
-    """
-    if checkpoint.file_kind(path) == "torch":
-        state = torch_checkpoint.load_torch_checkpoint(path)
-        weights = state.get("state_dict", state) if isinstance(state, dict) else state
-        config = TrainConfig(model=model or "resnet20", shortcut=shortcut or "A", data=data_path)
-        mean, std = TORCH_MEAN, TORCH_STD
-        load, what = models.load_torch_state_dict, f"a {config.model}, shortcut {config.shortcut}"
-    else:
-        state = load_checkpoint(path)
-        config = config_from_dict(state["config"], path)
-        for name, value in [("model", model), ("shortcut", shortcut)]:
-            if value is not None and value != getattr(config, name):
-                raise ConfigError(f"--{name} {value}: {path} holds a run of --{name} "
-                                  f"{getattr(config, name)}")
-        weights, mean, std = state["model"], state["mean"], state["std"]
-        load, what = nn.Module.load_state_dict, f"its {config.model}"
-        config.data = data_path if data_path is not None else config.data
-    check_config(config)
-    net = build_model(config)
-    try:
-        load(net, weights)
-    except (RuntimeError, ValueError, TypeError, AttributeError) as e:
-        detail = " ".join(str(e).split())  # load_state_dict lists the keys on several lines
-        detail = detail if len(detail) < 300 else detail[:300] + " ..."
-        raise CheckpointError(f"{path}: its weights do not fit {what}: {detail}") from e
-    net.to(device)
-    config.val = False
-    *_, x_test, y_test = load_data(config)
-    loader = data.DataLoader(x_test, y_test, 500, mean=mean, std=std, device=device)
-    return evaluate(net, loader)

@@ -14,8 +14,7 @@ import pytest
 
 import minires
 from minires import __main__ as cli
-from minires import checkpoint, cifar10, data, models, torch_checkpoint
-from minires import train as training
+from minires import checkpoint, cifar10, data, evaluation, models, torch_checkpoint
 from minires.checkpoint import CheckpointError
 
 
@@ -237,7 +236,7 @@ def test_resnets_from_pytorch_files_give_pytorchs_logits(tmp_path, legacy, depth
     result = models.load_torch_state_dict(mine, loaded["state_dict"])
     assert result.missing_keys == [] and result.unexpected_keys == []
     x_test = cifar10.load_sample()[2][:64]
-    x = data.normalize(x_test, training.TORCH_MEAN, training.TORCH_STD)  # (64, 3, 32, 32)
+    x = data.normalize(x_test, evaluation.TORCH_MEAN, evaluation.TORCH_STD)  # (64, 3, 32, 32)
     with torch.no_grad():
         expected = theirs(torch.from_numpy(x)).numpy()
     got = mine.eval()(minires.tensor(x)).data
@@ -259,7 +258,7 @@ def test_the_published_akamaster_checkpoints_give_pytorchs_logits():
 
     files = sorted(Path(PUBLIC).glob("resnet*-*.th"))
     assert files, f"no resnetN-*.th file in {PUBLIC}"
-    x = data.normalize(cifar10.load_sample()[2][:64], training.TORCH_MEAN, training.TORCH_STD)
+    x = data.normalize(cifar10.load_sample()[2][:64], evaluation.TORCH_MEAN, evaluation.TORCH_STD)
     for path in files:
         depth = int(path.name[len("resnet"):].split("-")[0])
         theirs = torch_resnet((depth - 2) // 6, "A")
@@ -279,7 +278,7 @@ def test_eval_accepts_a_pytorch_checkpoint(tmp_path, capsys):
     torch = pytest.importorskip("torch")
     path, theirs = akamaster_checkpoint(tmp_path, legacy=True)
     x_test, y_test = cifar10.load_sample()[2:]
-    x = data.normalize(x_test, training.TORCH_MEAN, training.TORCH_STD)
+    x = data.normalize(x_test, evaluation.TORCH_MEAN, evaluation.TORCH_STD)
     with torch.no_grad():
         accuracy = (theirs(torch.from_numpy(x)).numpy().argmax(axis=1) == y_test).mean()
     assert cli.main(["eval", "--checkpoint", str(path), "--data", "sample"]) == 0
@@ -358,7 +357,7 @@ def test_malicious_pytorch_files_are_refused_and_run_nothing(tmp_path):
             torch_checkpoint.load_torch_checkpoint(path)
         assert "refusing to load io.open" in one_line_naming(error, path)
         with pytest.raises(CheckpointError):
-            training.evaluate_checkpoint(path, data_path="sample")
+            evaluation.evaluate_checkpoint(path, data_path="sample")
     assert not marker.exists()
 
 
