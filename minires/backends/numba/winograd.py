@@ -27,7 +27,7 @@ import numpy as np
 from numba import prange
 
 from ..reference import WINOGRAD_MATRICES
-from .config import INLINE, PARALLEL, SERIAL, TILE_COLS, TILE_ROWS, round_up, vectorized
+from .config import FMA, INLINE, PARALLEL, SERIAL, TILE_COLS, TILE_ROWS, round_up, vectorized
 from .conv import copy_strided
 from .tile import gemm_tile, weight_grad_tile
 from .winograd_transforms import (
@@ -58,10 +58,15 @@ def _pad_channels_last(x, n0, ph, pw, images):
                 copy_strided(row[pw:, c], 1, x[n0 + b, c, h], 1, W)
 
 
-@numba.njit(**INLINE)
+# The loops over the tiles are functions of their own (FMA: serial, compiled once), the
+# transforms of one tile compiled into them: numba cannot compile them into the parallel
+# kernels (its array analysis of a prange loop fails on them).
+
+@numba.njit(**FMA)
 def _input_transform(images, m, V):
     """V[t] for every tile t = (b*tiles_h + i)*tiles_w + j: the transform of the (m+2)x(m+2)
-    input tile at (i*m, j*m) of images[b]."""
+    input tile at (i*m, j*m) of images[b]. Both in blocks of TILE_COLS channels:
+    images[b, h, w, cb, i], V[t, pos, cb, i]."""
     tiles_h, tiles_w = (images.shape[1] - 2) // m, (images.shape[2] - 2) // m
     for b in range(images.shape[0]):
         for i in range(tiles_h):
@@ -71,6 +76,36 @@ def _input_transform(images, m, V):
                     input_tile_f2(images[b], 2 * i, 2 * j, V, t)
                 else:
                     input_tile_f4(images[b], 4 * i, 4 * j, V, t)
+
+
+@numba.njit(**FMA)
+def _output_transform(M, m, tiles_h, tiles_w, out):
+    """out[b] for every image b: each tile t = (b*tiles_h + i)*tiles_w + j of the products,
+    M[t // TILE_ROWS, cb, pos, t % TILE_ROWS], transformed to the m x m outputs at (i*m, j*m):
+    out[b, h, w, cb, i] is output channel cb*TILE_COLS + i."""
+    for b in range(out.shape[0]):
+        for i in range(tiles_h):
+            for j in range(tiles_w):
+                t = (b * tiles_h + i) * tiles_w + j
+                tb, ti = t // TILE_ROWS, t % TILE_ROWS
+                if m == 2:
+                    output_tile_f2(M[tb], ti, out[b], 2 * i, 2 * j)
+                else:
+                    output_tile_f4(M[tb], ti, out[b], 4 * i, 4 * j)
+
+
+@numba.njit(**FMA)
+def _output_grad_transform(dy_images, m, tiles_h, tiles_w, dM):
+    """dM[cb, pos, t] for every tile t = (b*tiles_h + i)*tiles_w + j: A dy A^T of the m x m
+    output gradients at (i*m, j*m) of dy_images[b, h, w, cb]."""
+    for b in range(dy_images.shape[0]):
+        for i in range(tiles_h):
+            for j in range(tiles_w):
+                t = (b * tiles_h + i) * tiles_w + j
+                if m == 2:
+                    output_grad_tile_f2(dy_images[b], 2 * i, 2 * j, dM, t)
+                else:
+                    output_grad_tile_f4(dy_images[b], 4 * i, 4 * j, dM, t)
 
 
 # Every array below keeps the 16 or 36 tile positions of one tile close together: laid out
@@ -87,10 +122,12 @@ def _conv(x, U, ph, pw, m, group_size, tiles_h, tiles_w, y):
     for group in prange(-(-N // group_size)):
         n0 = group * group_size
         count = min(group_size, N - n0)
-        images = np.empty((count, m * tiles_h + 2, m * tiles_w + 2, C_padded), dtype=x.dtype)
+        H_pad, W_pad = m * tiles_h + 2, m * tiles_w + 2
+        images = np.empty((count, H_pad, W_pad, C_padded), dtype=x.dtype)
         _pad_channels_last(x, n0, ph, pw, images)
         V = np.empty((tile_blocks * TILE_ROWS, positions, C_padded), dtype=x.dtype)
-        _input_transform(images, m, V)
+        _input_transform(images.reshape(count, H_pad, W_pad, -1, TILE_COLS), m,
+                         V.reshape(tile_blocks * TILE_ROWS, positions, -1, TILE_COLS))
         V[count * tiles_h * tiles_w:] = 0  # spare rows: their M is unread, but no NaN in the GEMM
         # M[t // TILE_ROWS, co // TILE_COLS, pos, t % TILE_ROWS, co % TILE_COLS]
         M = np.empty((tile_blocks, out_blocks, positions, TILE_ROWS, TILE_COLS), dtype=x.dtype)
@@ -100,15 +137,8 @@ def _conv(x, U, ph, pw, m, group_size, tiles_h, tiles_w, y):
                     gemm_tile(V[tb * TILE_ROWS:(tb + 1) * TILE_ROWS, pos], U[cb, pos],
                               M[tb, cb, pos])
         out = np.empty((count, m * tiles_h, m * tiles_w, out_blocks * TILE_COLS), dtype=x.dtype)
-        for b in range(count):
-            for i in range(tiles_h):
-                for j in range(tiles_w):
-                    t = (b * tiles_h + i) * tiles_w + j
-                    tb, ti = t // TILE_ROWS, t % TILE_ROWS
-                    if m == 2:
-                        output_tile_f2(M[tb], ti, out[b], 2 * i, 2 * j)
-                    else:
-                        output_tile_f4(M[tb], ti, out[b], 4 * i, 4 * j)
+        _output_transform(M, m, tiles_h, tiles_w,
+                          out.reshape(count, m * tiles_h, m * tiles_w, out_blocks, TILE_COLS))
         for b in range(count):
             for co in range(C_out):
                 for oh in range(H_out):
@@ -120,6 +150,7 @@ def _weight_grad(x, dy, ph, pw, m, group_size, tiles_h, tiles_w, dU_parts):
     N, C = x.shape[:2]
     parts, positions = dU_parts.shape[0], dU_parts.shape[1]
     in_blocks, out_blocks = dU_parts.shape[2], dU_parts.shape[3]
+    C_padded = in_blocks * TILE_ROWS  # a multiple of TILE_COLS
     groups = -(-N // group_size)
     for part in prange(parts):  # each part sums its own groups into its own dU_parts[part]
         dU = dU_parts[part]  # (pos, ci // TILE_ROWS, co // TILE_COLS, ci % .., co % ..)
@@ -128,25 +159,20 @@ def _weight_grad(x, dy, ph, pw, m, group_size, tiles_h, tiles_w, dU_parts):
             n0 = group * group_size
             count = min(group_size, N - n0)
             tiles = count * tiles_h * tiles_w
-            images = np.empty((count, m * tiles_h + 2, m * tiles_w + 2, in_blocks * TILE_ROWS),
-                              dtype=x.dtype)
+            H_pad, W_pad = m * tiles_h + 2, m * tiles_w + 2
+            images = np.empty((count, H_pad, W_pad, C_padded), dtype=x.dtype)
             _pad_channels_last(x, n0, ph, pw, images)
-            V = np.empty((tiles, positions, in_blocks * TILE_ROWS), dtype=x.dtype)
-            _input_transform(images, m, V)
+            V = np.empty((tiles, positions, C_padded), dtype=x.dtype)
+            _input_transform(images.reshape(count, H_pad, W_pad, -1, TILE_COLS), m,
+                             V.reshape(tiles, positions, -1, TILE_COLS))
             # dy, channels last, zero past the output (the tiles' last rows and columns)
             dy_images = np.empty((count, m * tiles_h, m * tiles_w, out_blocks * TILE_COLS),
                                  dtype=dy.dtype)
             _pad_channels_last(dy, n0, 0, 0, dy_images)
             # dM[co // TILE_COLS, pos, t, co % TILE_COLS], one spare tile (see above)
             dM = np.empty((out_blocks, positions, tiles + 1, TILE_COLS), dtype=dy.dtype)
-            for b in range(count):
-                for i in range(tiles_h):
-                    for j in range(tiles_w):
-                        t = (b * tiles_h + i) * tiles_w + j
-                        if m == 2:
-                            output_grad_tile_f2(dy_images[b], 2 * i, 2 * j, dM, t)
-                        else:
-                            output_grad_tile_f4(dy_images[b], 4 * i, 4 * j, dM, t)
+            _output_grad_transform(dy_images.reshape(count, m * tiles_h, m * tiles_w, out_blocks,
+                                                     TILE_COLS), m, tiles_h, tiles_w, dM)
             for pos in range(positions):  # dU[pos] += V[pos]^T @ dM[pos], a tile at a time
                 for ib in range(in_blocks):
                     for cb in range(out_blocks):
