@@ -1,7 +1,8 @@
 """The register tile: the micro-kernel that both GEMMs of the tiled convolution run on.
 
 What it computes (the reference loop, for TILE_ROWS x TILE_COLS outputs; weight_grad_tile and
-gemm_tile, the same with other layouts of the two operands, gemm_tile with out = instead of +=):
+gemm_tile, the same with other layouts of the two operands, conv_tile and gemm_tile with
+out = instead of +=):
     for k in range(K):  for i in range(TILE_ROWS):  for j in range(TILE_COLS):
         out[i, j] += rows[k, i] * cols[k, j]
 It holds the whole tile in registers for the sum over k: each step adds the outer product of
@@ -58,14 +59,12 @@ if TILE_ROWS == 16:
                 _fma_row(t[15], s[15], v))
 
     @numba.njit(**INLINE)
-    def _load_tile(a, p):
-        """Columns p .. p + TILE_COLS of the TILE_ROWS rows of a, as a tile."""
-        return (_load_row(a[0, p:]), _load_row(a[1, p:]), _load_row(a[2, p:]),
-                _load_row(a[3, p:]), _load_row(a[4, p:]), _load_row(a[5, p:]),
-                _load_row(a[6, p:]), _load_row(a[7, p:]), _load_row(a[8, p:]),
-                _load_row(a[9, p:]), _load_row(a[10, p:]), _load_row(a[11, p:]),
-                _load_row(a[12, p:]), _load_row(a[13, p:]), _load_row(a[14, p:]),
-                _load_row(a[15, p:]))
+    def _tile_mul(s, v):
+        """s[i] * v[j]: the outer product of s and v, a tile's first step."""
+        return (_mul_row(s[0], v), _mul_row(s[1], v), _mul_row(s[2], v), _mul_row(s[3], v),
+                _mul_row(s[4], v), _mul_row(s[5], v), _mul_row(s[6], v), _mul_row(s[7], v),
+                _mul_row(s[8], v), _mul_row(s[9], v), _mul_row(s[10], v), _mul_row(s[11], v),
+                _mul_row(s[12], v), _mul_row(s[13], v), _mul_row(s[14], v), _mul_row(s[15], v))
 
     @numba.njit(**INLINE)
     def _store_tile(a, p, t):
@@ -94,9 +93,9 @@ else:
                 _fma_row(t[3], s[3], v))
 
     @numba.njit(**INLINE)
-    def _load_tile(a, p):
-        """Columns p .. p + TILE_COLS of the TILE_ROWS rows of a, as a tile."""
-        return _load_row(a[0, p:]), _load_row(a[1, p:]), _load_row(a[2, p:]), _load_row(a[3, p:])
+    def _tile_mul(s, v):
+        """s[i] * v[j]: the outer product of s and v, a tile's first step."""
+        return _mul_row(s[0], v), _mul_row(s[1], v), _mul_row(s[2], v), _mul_row(s[3], v)
 
     @numba.njit(**INLINE)
     def _store_tile(a, p, t):
@@ -109,13 +108,15 @@ else:
 
 @numba.njit(**FMA)
 def conv_tile(image, tap_starts, p, weights, out):
-    """out[i, p + j] += sum over taps k of weights[k, i] * image[tap_starts[k] + p + j]:
-    TILE_ROWS channels i by TILE_COLS neighbouring wide positions p + j. Each tap: TILE_ROWS
-    weights (broadcast) times TILE_COLS inputs that sit side by side in the flattened image.
-    out is C-contiguous (TILE_ROWS, wide positions), so each row of the tile is one contiguous
-    load and store (with unknown strides, LLVM would gather)."""
-    t = _load_tile(out, p)
-    for k in range(tap_starts.size):
+    """out[i, p + j] = sum over taps k of weights[k, i] * image[tap_starts[k] + p + j]:
+    TILE_ROWS channels i by TILE_COLS neighbouring wide positions p + j, written, not added to
+    (out need not be zeroed). Each tap: TILE_ROWS weights (broadcast) times TILE_COLS inputs
+    that sit side by side in the flattened image. out is C-contiguous (TILE_ROWS, wide
+    positions), so each row of the tile is one contiguous store (with unknown strides, LLVM
+    would scatter). There is at least one tap."""
+    start = tap_starts[0] + p
+    t = _tile_mul(weights[0], image[start:start + TILE_COLS])
+    for k in range(1, tap_starts.size):
         start = tap_starts[k] + p
         t = _tile_fma(t, weights[k], image[start:start + TILE_COLS])
     _store_tile(out, p, t)
