@@ -75,17 +75,24 @@ def copy_strided(dst, dst_step, src, src_step, count):
 
 
 @numba.njit(**SERIAL)
+def phase_span(r, s, pad, size):
+    """Along one axis of x (size pixels, padding pad, stride s), the pixels of x in phase r of
+    the padded axis, x_pad[r::s]: (first, at, count): pixels first, first + s, ... (count of
+    them) sit at positions at, at + 1, ... of the phase."""
+    first = (r - pad) % s
+    return first, (first + pad) // s, len(range(first, size, s))
+
+
+@numba.njit(**SERIAL)
 def split_channel(xc, sh, sw, ph, pw, row_length, phases):
     """phases[r*sw + k] = x_pad[r::sh, k::sw] for one channel xc, flattened in rows: pixel (h, w)
     goes to phase ((h+ph) % sh, (w+pw) % sw), row (h+ph) // sh, column (w+pw) // sw.
     Writes only the pixels of xc; the padding keeps what phases held (zero)."""
     H, W = xc.shape
     for r in range(sh):
-        h0 = (r - ph) % sh  # the first row of x in phase row r: row h0 + i*sh goes to row0 + i
-        row0, rows = (h0 + ph) // sh, len(range(h0, H, sh))
+        h0, row0, rows = phase_span(r, sh, ph, H)  # row h0 + i*sh goes to row row0 + i
         for k in range(sw):  # and column w0 + j*sw to column column0 + j
-            w0 = (k - pw) % sw
-            column0, columns = (w0 + pw) // sw, len(range(w0, W, sw))
+            w0, column0, columns = phase_span(k, sw, pw, W)
             phase = phases[r * sw + k]
             for i in range(rows):  # no division in this loop: each costs tens of cycles
                 start = (row0 + i) * row_length + column0
@@ -162,16 +169,8 @@ def _flip(w):
 # tap (a*sh + r, b*sw + c). So phase (r, c) of dx_pad gets a stride-1 convolution of dy with the
 # taps of that phase, w[:, :, r::sh, c::sw], flipped; all phases read dy padded the same way,
 # each with its own taps (a phase that no tap reads, r >= KH, gets no gradient). Each phase's
-# wide output covers only its rows that are pixels of x, not padding: from row row0 of the
-# phase, `rows` of them (split_channel's names); at 8x8, a quarter less work than every row.
-
-@numba.njit(**SERIAL)
-def _phase_rows(r, sh, ph, H):
-    """(h0, row0, rows): phase row r's first row of x, h0, is its row row0, and it has `rows`
-    rows of x (h0, h0 + sh, ...), as split_channel lays them out."""
-    h0 = (r - ph) % sh
-    return h0, (h0 + ph) // sh, len(range(h0, H, sh))
-
+# wide output covers only its rows that are pixels of x, not padding (phase_span); at 8x8, a
+# quarter less work than every row.
 
 @numba.njit(**PARALLEL)
 def _conv_strided_input_grad(dy, weight_tiles, starts, bounds, sh, sw, ph, pw, taps_down,
@@ -186,7 +185,7 @@ def _conv_strided_input_grad(dy, weight_tiles, starts, bounds, sh, sw, ph, pw, t
         image = dy_padded.reshape(-1)
         wide = np.empty((groups, TILE_ROWS, wide_size), dtype=dx.dtype)
         for r in range(sh):
-            h0, row0, rows = _phase_rows(r, sh, ph, H)
+            h0, row0, rows = phase_span(r, sh, ph, H)
             # wide position q is the phase's row row0 + q // dy_row_length: each tap's inputs
             # start row0 rows further into image
             first = image[row0 * dy_row_length:]
@@ -200,10 +199,8 @@ def _conv_strided_input_grad(dy, weight_tiles, starts, bounds, sh, sw, ph, pw, t
                         for g in range(groups):
                             conv_tile(first, starts[taps], p, weight_tiles[g, taps], wide[g])
                 # The phase's pixels: rows h0 + a*sh, columns w0 + b*sw of dx, at row a and
-                # column column0 + b of the wide output (as in split_channel, no division
-                # inside the loops)
-                w0 = (c - pw) % sw
-                column0, columns = (w0 + pw) // sw, len(range(w0, W, sw))
+                # column column0 + b of the wide output (no division inside the loops)
+                w0, column0, columns = phase_span(c, sw, pw, W)
                 for ci in range(C):
                     g, i = ci // TILE_ROWS, ci % TILE_ROWS
                     for a in range(rows):
@@ -225,7 +222,7 @@ def _strided_input_grad(dy, w, x_shape, stride, padding):
     # row0 + taps_down - 1 (tap a = 0), and its wide output ends after its rows of x.
     dy_length = (H_out + taps_down - 1) * dy_row_length
     for r in range(sh):
-        _, row0, rows = _phase_rows(r, sh, ph, H)
+        _, row0, rows = phase_span(r, sh, ph, H)
         dy_length = max(dy_length, (row0 + taps_down - 1) * dy_row_length + taps_across - 1
                         + round_up(rows * dy_row_length, TILE_COLS))
     starts, weights, bounds = [], [], [0]
