@@ -69,7 +69,22 @@ def compiles_for_avx512():
 # float32s, so there a tile has 4 rows (8 registers) and the rest hold the operands (16 rows
 # would not fit: 10x slower).
 TILE_COLS = 16
-TILE_ROWS = 16 if compiles_for_avx512() else 4
+
+
+def tile_rows(environ):
+    """16 where numba compiles AVX-512 code, else 4; MINIRES_TILE_ROWS (4 or 16) overrides it,
+    so the tests run each tile's code on either kind of machine (a 16-row tile on AVX2 spills,
+    slowly but correctly)."""
+    chosen = environ.get("MINIRES_TILE_ROWS")
+    if chosen is None:
+        return 16 if compiles_for_avx512() else 4
+    if chosen not in ("4", "16"):
+        raise ValueError(f"MINIRES_TILE_ROWS must be 4 or 16 (the tiles tile.py spells out), "
+                         f"got {chosen!r}")
+    return int(chosen)
+
+
+TILE_ROWS = tile_rows(os.environ)
 
 
 def round_up(n, multiple):
