@@ -124,6 +124,7 @@ def _rows_per_tile(positions, C_padded):
     size = positions * C_padded
     return positions + 1 if size >= 512 and size & (size - 1) == 0 else positions
 
+
 @numba.njit(**PARALLEL)
 def _conv(x, U, ph, pw, m, group_size, tiles_h, tiles_w, y):
     N, C = x.shape[:2]
