@@ -233,6 +233,34 @@ def test_convolutions_with_the_16_row_tile(tmp_path):
     assert " passed" in run.stdout and "skipped" not in run.stdout
 
 
+SPLIT_WITH_THIS_TILE = """
+import numpy as np
+from minires.backends.numba import config, conv
+x = np.arange(1, 81, dtype=np.float32).reshape(5, 4, 4)  # 5 channels: 2 blocks of 4, 1 of 16
+phases = np.zeros((2, 1, 36, 16), np.float32)  # room for either tile's layout
+conv._split_image_channels_last(x, 1, 1, 1, 1, 6, phases)
+expected = np.zeros((5, 1, 36), np.float32)
+conv.split_image(x, 1, 1, 1, 1, 6, expected)
+rows = config.TILE_ROWS
+assert all(np.array_equal(phases[c // rows, ..., c % rows], expected[c]) for c in range(5)), rows
+"""
+
+
+def test_a_kernel_cached_with_one_tile_never_runs_with_the_other(tmp_path):
+    """numba keys its cached kernels on types and CPU, not on TILE_ROWS: a kernel cached by a
+    process with this CPU's tile, loaded by one with MINIRES_TILE_ROWS set to the other, would
+    put channels where the other tile's code never looks. Such a process compiles its own."""
+    env = {k: v for k, v in os.environ.items() if k != "MINIRES_TILE_ROWS"}
+    env["NUMBA_CACHE_DIR"] = str(tmp_path)
+    other = "4" if numba_config.tile_rows({}) == 16 else "16"
+    for overrides in [{}, {"MINIRES_TILE_ROWS": other}]:
+        run = subprocess.run([sys.executable, "-c", SPLIT_WITH_THIS_TILE],
+                             env=dict(env, **overrides), capture_output=True, text=True,
+                             timeout=300)
+        assert run.returncode == 0, (overrides, run.stderr[-3000:])
+        assert list(tmp_path.rglob("*.nbi")), "the first process cached nothing"
+
+
 def test_ops_take_non_contiguous_inputs():
     """Views (here transposed ones) go through the kernels as the same values, copied or not."""
     rng = np.random.default_rng(2)

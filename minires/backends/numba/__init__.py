@@ -32,7 +32,8 @@ class Numba(Reference):
         # kernels here stream through memory, and each fresh page costs them a page fault.
         memory.keep_freed_memory()
         # Never run kernels compiled from older sources (config.py says how that can happen).
-        config.drop_stale_compiled_kernels(conv._conv._cache.cache_path)
+        if config.CACHE:
+            config.drop_stale_compiled_kernels(conv._conv._cache.cache_path)
 
     def conv2d_forward(self, x, w, b, stride, padding):
         """saved: (x, w), no columns."""

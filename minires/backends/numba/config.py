@@ -16,13 +16,6 @@ from pathlib import Path
 import llvmlite.binding
 import numba
 
-PARALLEL = dict(parallel=True, cache=True, nogil=True)  # loops over images or channels: prange
-SERIAL = dict(cache=True, nogil=True)
-# The convolution's inner loop may fuse each multiply and add into one FMA instruction (one
-# rounding instead of two; no sum is reordered): twice the arithmetic per instruction.
-FMA = dict(SERIAL, fastmath={"contract"})
-INLINE = dict(inline="always", fastmath={"contract"})  # pieces of the tile, compiled into it
-
 
 def features_for_512_bit_vectors(host_features, environ):
     """What NUMBA_CPU_FEATURES to set on a CPU with host_features (LLVM's "+avx2,+avx512f,..."),
@@ -85,6 +78,20 @@ def tile_rows(environ):
 
 
 TILE_ROWS = tile_rows(os.environ)
+
+# numba keys a cached kernel on its argument types and the CPU it was compiled for, not on the
+# globals compiled into it: a kernel cached with one tile, loaded in a process with the other,
+# would index its arrays with the wrong TILE_ROWS (wrong sums, or writes past their ends). So
+# with MINIRES_TILE_ROWS overriding this CPU's tile, the kernels are compiled afresh in each
+# process and never cached.
+CACHE = TILE_ROWS == tile_rows({})
+
+PARALLEL = dict(parallel=True, cache=CACHE, nogil=True)  # loops over images or channels: prange
+SERIAL = dict(cache=CACHE, nogil=True)
+# The convolution's inner loop may fuse each multiply and add into one FMA instruction (one
+# rounding instead of two; no sum is reordered): twice the arithmetic per instruction.
+FMA = dict(SERIAL, fastmath={"contract"})
+INLINE = dict(inline="always", fastmath={"contract"})  # pieces of the tile, compiled into it
 
 
 def round_up(n, multiple):
