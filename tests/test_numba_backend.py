@@ -224,7 +224,7 @@ def test_convolutions_with_the_avx2_tile(tmp_path):
 def test_convolutions_with_the_16_row_tile(tmp_path):
     """Here the tests above run the 4-row tile; in a fresh process, the 16-row tile that an
     AVX-512 machine gets passes them too (in AVX2 code its accumulators spill: slow, but the
-    same sums). float32 only, on conv.py: Winograd's kernels with it take minutes to compile."""
+    same sums). float32 only, on conv.py; test_winograd.py runs Winograd's kernels with it."""
     env = dict(os.environ, MINIRES_TILE_ROWS="16", NUMBA_CACHE_DIR=str(tmp_path))
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
                           "-k", "conv2d_matches and float32 and not v1 or tile_rows"],

@@ -212,3 +212,16 @@ def test_numba_winograd_with_the_avx2_tile(tmp_path):
                          env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert " passed" in run.stdout and "skipped" not in run.stdout
+
+
+@pytest.mark.skipif(TILE_ROWS == 16,
+                    reason="the tests above already run the 16-row AVX-512 tile here")
+def test_numba_winograd_with_the_16_row_tile(tmp_path):
+    """The kernels above, float32, with the 16-row tile of AVX-512 machines (MINIRES_TILE_ROWS:
+    its accumulators spill in AVX2 code, but the sums are the same) in a fresh process."""
+    env = dict(os.environ, MINIRES_TILE_ROWS="16", NUMBA_CACHE_DIR=str(tmp_path))
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                          "-k", "numba_winograd_matches and float32"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert " passed" in run.stdout and "skipped" not in run.stdout

@@ -14,7 +14,7 @@ turns each row's operations into vector instructions (config.vectorized()).
 
 import numba
 
-from .config import FMA, INLINE, TILE_COLS, TILE_ROWS
+from .config import FMA, INLINE, LLVM_INLINE, TILE_COLS, TILE_ROWS
 
 assert TILE_COLS == 16  # _fma_row, _load_row and _store_row spell out 16 columns
 
@@ -35,13 +35,13 @@ def _mul_row(s, v):
             s * v[8], s * v[9], s * v[10], s * v[11], s * v[12], s * v[13], s * v[14], s * v[15])
 
 
-@numba.njit(**INLINE)
+@numba.njit(**LLVM_INLINE)
 def _load_row(v):
     return (v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7],
             v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15])
 
 
-@numba.njit(**INLINE)
+@numba.njit(**LLVM_INLINE)
 def _store_row(v, row):
     v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7] = row[:8]
     v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15] = row[8:]

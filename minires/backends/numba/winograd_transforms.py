@@ -15,7 +15,7 @@ on each bound, and with 32 of them a tile, F(2x2)'s input transform ran 1.3-1.8x
 import numba
 import numpy as np
 
-from .config import INLINE
+from .config import INLINE, LLVM_INLINE
 from .tile import _fma_row, _load_row, _store_row
 
 # -- the 1-D transforms, one row of each matrix of reference.WINOGRAD_MATRICES per value ---------
@@ -24,7 +24,7 @@ from .tile import _fma_row, _load_row, _store_row
 # A loop over the channels, one number at a time, stayed scalar: the loop vectorizer gave up on
 # it ("too many memory checks needed": it cannot tell that V and the image do not overlap).
 
-@numba.njit(**INLINE)
+@numba.njit(**LLVM_INLINE)
 def _add(x, y):
     """x + y, lane by lane."""
     return (x[0] + y[0], x[1] + y[1], x[2] + y[2], x[3] + y[3], x[4] + y[4], x[5] + y[5],
@@ -32,7 +32,7 @@ def _add(x, y):
             x[12] + y[12], x[13] + y[13], x[14] + y[14], x[15] + y[15])
 
 
-@numba.njit(**INLINE)
+@numba.njit(**LLVM_INLINE)
 def _sub(x, y):
     """x - y, lane by lane."""
     return (x[0] - y[0], x[1] - y[1], x[2] - y[2], x[3] - y[3], x[4] - y[4], x[5] - y[5],
@@ -40,7 +40,7 @@ def _sub(x, y):
             x[12] - y[12], x[13] - y[13], x[14] - y[14], x[15] - y[15])
 
 
-@numba.njit(**INLINE)
+@numba.njit(**LLVM_INLINE)
 def _axpy(a, x, y):
     """a * x + y, lane by lane, for a number a."""
     return _fma_row(y, a, x)
