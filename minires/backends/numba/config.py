@@ -1,9 +1,10 @@
 """How the numba kernels are compiled: the options, and the register tile's size for this CPU.
 
-numba compiles a kernel on its first call (`cache=True` keeps the machine code on disk for the
-next run, about 30 s saved). fastmath stays off but for FMA contraction in the convolutions'
-inner loops: every sum is computed in the order written, in IEEE arithmetic; the orders differ
-from BLAS's, so float32 results agree with the reference backend to rounding, not bit for bit.
+numba compiles a kernel on its first call, and caches the machine code on disk for the next run
+(CACHE below; a ResNet-20's kernels take about 50 s to compile on 2 cores). fastmath stays off
+but for FMA contraction in the convolutions' inner loops: every sum is computed in the order
+written, in IEEE arithmetic; the orders differ from BLAS's, so float32 results agree with the
+reference backend to rounding, not bit for bit.
 This module is imported when the numba backend is first used, and reads the CPU's features then.
 """
 

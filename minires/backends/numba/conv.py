@@ -253,7 +253,7 @@ def _split_image_channels_last(x, sh, sw, ph, pw, row_length, phases):
     [c, phase, position]. Writes only the pixels of x: the padding and the channels past C stay
     as they were (zero). A row of a phase at a time, every channel's numbers in it, so the row
     stays in L1: in split_channel's order each channel passed over the whole block (16 channels
-    at 32x32: 74 KB), and the split alone took 1.2-1.4x as long with the 4-row tile, 1.3-1.8x
+    at 32x32: 74 KB), and the split alone took up to 1.4x as long with the 4-row tile, 1.3-1.8x
     with 16 rows. (split_image's layout is the other way round: there a channel at a time is
     faster.)"""
     C, H, W = x.shape
