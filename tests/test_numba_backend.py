@@ -205,18 +205,24 @@ AVX2 = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fsgsbase,+lzcnt,+m
         "+popcnt,+rdrnd,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,+sahf,-avx512f")
 
 
+def run_tests_in_a_fresh_process(test_file, selection, tmp_path, **environ):
+    """Run the tests of test_file that `-k selection` picks in a new process, with environ added
+    to this one's and numba's cache in tmp_path; some must run, and all pass."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), **environ)
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          str(test_file), "-k", selection],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert " passed" in run.stdout and "skipped" not in run.stdout
+
+
 @pytest.mark.skipif(numba_config.TILE_ROWS != 16,
                     reason="the tests above already run the 4-row AVX2 tile here")
 def test_convolutions_with_the_avx2_tile(tmp_path):
     """On an AVX-512 machine the tests above check the 16-row tile; here the 4-row tile that an
     AVX2 machine gets, compiled for Haswell in a fresh process, passes the same tests."""
-    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=AVX2,
-               NUMBA_CACHE_DIR=str(tmp_path))
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
-                          "-k", "conv2d_matches or tile_rows or non_contiguous"],
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert " passed" in run.stdout and "skipped" not in run.stdout
+    run_tests_in_a_fresh_process(__file__, "conv2d_matches or tile_rows or non_contiguous",
+                                 tmp_path, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=AVX2)
 
 
 @pytest.mark.skipif(numba_config.TILE_ROWS == 16,
@@ -225,12 +231,8 @@ def test_convolutions_with_the_16_row_tile(tmp_path):
     """Here the tests above run the 4-row tile; in a fresh process, the 16-row tile that an
     AVX-512 machine gets passes them too (in AVX2 code its accumulators spill: slow, but the
     same sums). float32 only, on conv.py; test_winograd.py runs Winograd's kernels with it."""
-    env = dict(os.environ, MINIRES_TILE_ROWS="16", NUMBA_CACHE_DIR=str(tmp_path))
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
-                          "-k", "conv2d_matches and float32 and not v1 or tile_rows"],
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert " passed" in run.stdout and "skipped" not in run.stdout
+    run_tests_in_a_fresh_process(__file__, "conv2d_matches and float32 and not v1 or tile_rows",
+                                 tmp_path, MINIRES_TILE_ROWS="16")
 
 
 SPLIT_WITH_THIS_TILE = """

@@ -10,12 +10,10 @@ output (a direct sum: 1e-7), F(4x4), whose transforms multiply by up to 8 and di
 within 5e-6; the tests allow 10x that.
 """
 
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from test_numba_backend import AVX2, run_tests_in_a_fresh_process
 
 import minires.functional as F
 from minires import backends, models, no_grad, tensor
@@ -203,15 +201,8 @@ def test_float32_inference_takes_the_larger_tile_and_keeps_resnet_logits(monkeyp
 def test_numba_winograd_with_the_avx2_tile(tmp_path):
     """The kernels above with the 4-row tile that an AVX2 machine gets, compiled for Haswell in
     a fresh process (test_numba_backend.py's AVX2 settings)."""
-    from test_numba_backend import AVX2
-
-    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=AVX2,
-               NUMBA_CACHE_DIR=str(tmp_path))
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
-                          "-k", "numba_winograd_matches and float32"],
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert " passed" in run.stdout and "skipped" not in run.stdout
+    run_tests_in_a_fresh_process(__file__, "numba_winograd_matches and float32", tmp_path,
+                                 NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=AVX2)
 
 
 @pytest.mark.skipif(TILE_ROWS == 16,
@@ -219,9 +210,5 @@ def test_numba_winograd_with_the_avx2_tile(tmp_path):
 def test_numba_winograd_with_the_16_row_tile(tmp_path):
     """The kernels above, float32, with the 16-row tile of AVX-512 machines (MINIRES_TILE_ROWS:
     its accumulators spill in AVX2 code, but the sums are the same) in a fresh process."""
-    env = dict(os.environ, MINIRES_TILE_ROWS="16", NUMBA_CACHE_DIR=str(tmp_path))
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
-                          "-k", "numba_winograd_matches and float32"],
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert " passed" in run.stdout and "skipped" not in run.stdout
+    run_tests_in_a_fresh_process(__file__, "numba_winograd_matches and float32", tmp_path,
+                                 MINIRES_TILE_ROWS="16")
