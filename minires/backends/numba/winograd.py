@@ -317,13 +317,12 @@ def choose_tile(C, C_out, H, W, dtype=np.float32, training=True):
     below 32: stage 1 of the CIFAR ResNets. Over 12 seeds of tests/test_training_curves.py's
     150-step run, each curve's mean distance from the float64 one over the float32 reference's
     (geometric mean): 1.29 with F(2x2) everywhere, 1.26 with this rule, 1.65 with F(4x4)
-    everywhere; ResNet-20 at batch 32, 3 seeds: 0.72-0.90 for each. This rule trains ResNet-20
-    1.08x as fast as F(2x2) everywhere, F(4x4) everywhere 1.16x (batch 128, 2 threads, Zen 3).
-    Inference (training=False: no gradient will follow, so no curve to drift) gets F(4x4) on
-    every layer: its logits stay within about 1e-5 of float64's, below float32's own noise in a
-    decision (tests/test_winograd.py), and a ResNet-20 evaluation runs about 10% faster. (F(4x4)
-    on the first layer too flipped two ReLU inputs of tests/test_backends.py's network against
-    the reference.)"""
+    everywhere; ResNet-20 at batch 32, 3 seeds: 0.72-0.90 for each. This rule trains ResNet-20 1.08x as fast as F(2x2) everywhere, F(4x4)
+    everywhere 1.16x (batch 128, 2 threads, Zen 3). Inference (training=False: no gradient
+    will follow, so no curve to drift) gets F(4x4) on every layer: its logits stay within about
+    1e-5 of float64's, below float32's own noise in a decision (tests/test_winograd.py), and a
+    ResNet-20 evaluation runs about 10% faster. (F(4x4) on the first layer too flipped two ReLU
+    inputs of tests/test_backends.py's network against the reference.)"""
     if C < 16:
         return None
     if dtype == np.float32 and training and min(C, C_out) < 32:
