@@ -4,8 +4,10 @@
 in float64 (the exact curve), the reference in float32 and the numba backend in float32: the
 numba curve must stay as close to the exact one as float32's own rounding keeps the reference
 (issue 16: "the same loss curve within float32 noise"). The benchmark's full size is ResNet-20 at
-batch 32; here it is shrunk to fit the suite. And the check is not vacuous: convolution weight
-gradients 0.1% too large, from the first step on, fail it.
+batch 32; here it is shrunk to fit the suite. And the check is not vacuous: over the first 20
+steps, convolution weight gradients 0.1% too large fail it and the right ones pass. (Over all 150
+steps that error stayed inside the band for 2 of 3 seeds: by then every float32 curve, training
+being chaotic, is about as far from the exact one as the others.)
 """
 
 import importlib.util
@@ -35,6 +37,8 @@ def test_150_steps_of_numba_stay_within_float32_noise_of_the_reference():
 
 
 def test_a_slightly_wrong_backward_leaves_the_band(monkeypatch):
+    exact, reference32, right32 = curves(20)
+    assert bench_accuracy.within_float32_noise(exact, reference32, right32)
     numba = backends.backend("numba")
     conv2d_backward = type(numba).conv2d_backward
 
@@ -43,5 +47,5 @@ def test_a_slightly_wrong_backward_leaves_the_band(monkeypatch):
         return dx, dw * np.float32(1.001), db
 
     monkeypatch.setattr(numba, "conv2d_backward", slightly_wrong)
-    exact, reference32, wrong32 = curves(20)
+    wrong32 = bench_accuracy.loss_curve("numba", np.float32, depth=8, batch=8, steps=20)
     assert not bench_accuracy.within_float32_noise(exact, reference32, wrong32)
