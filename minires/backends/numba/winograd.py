@@ -313,12 +313,12 @@ def choose_tile(C, C_out, H, W, dtype=np.float32, training=True):
     sum's) took a 150-step training curve (tests/test_training_curves.py) 20x past float32's own
     noise at some step (its mean distance: 1.3x), and on the first layer flipped two ReLU inputs
     of tests/test_backends.py's network; F(2x2) stays nearer the float64 curve than conv.py.
-    F(4x4) on the 32- and 64-channel layers alone would train ResNet-20 1.08x as fast, but over
-    the first 6 steps, before rounding differences cross a ReLU and training's chaos takes over,
-    its loss strays 6x as far from the float64 curve as the float32 reference's does (F(4x4)
-    everywhere 9x, F(2x2) 0.7x: geometric means over 12 seeds of bench_accuracy.py --depth 8
-    --batch 8 --steps 6). Over 150 steps every float32 curve ends up about as far from the exact
-    one, so that comparison cannot tell the tiles apart.
+    F(4x4) on the 32- and 64-channel layers alone would train ResNet-20 1.08x as fast, but its
+    rounding moves ReLU inputs across 0 sooner: over the first 6 steps its loss strayed 4-6x as
+    far from the float64 curve as the float32 reference's (F(4x4) everywhere 5-9x, F(2x2)
+    0.7-1.1x; geometric means over 12 seeds of bench_accuracy.py --depth 8 --batch 8 --steps 6,
+    1 or 2 threads). Over 150 steps every float32 curve ends up about as far from the exact one
+    (training is chaotic), so that comparison cannot tell the tiles apart.
     Inference (training=False: no gradient will follow, so no curve to drift) gets F(4x4): its
     logits stay within about 1e-5 of float64's, below float32's own noise in a decision
     (tests/test_winograd.py), and a ResNet-20 evaluation runs about 10% faster."""
