@@ -11,9 +11,10 @@ run's distance from the exact curve, at its largest and on average (within_float
 why not step by step). Which float32 run strays further in one training run is largely chance;
 --seeds N repeats the comparison for seeds 0 .. N-1 (other weights, other batches) and prints
 each seed's two ratios and their geometric means over the seeds; it passes when every seed
-does. Over the first few steps (--steps 6), before any rounding difference has crossed a ReLU,
-each curve's distance follows its rounding: that is where the tiles of winograd.choose_tile
-differ.
+does. Over the first few steps (--steps 6) most seeds' float32 curves all sit at the loss's
+own rounding, until a rounding difference moves a ReLU input across 0; more rounding does that
+sooner, and the geometric means over seeds show it: that is where the tiles of
+winograd.choose_tile differ (PROFILE.md).
 
     python benchmarks/bench_accuracy.py [--depth 20] [--batch 32] [--steps 150] [--fast numba]
                                         [--seeds 1]
