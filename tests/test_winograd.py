@@ -10,7 +10,6 @@ output (a direct sum: 1e-7), F(4x4), whose transforms multiply by up to 8 and di
 within 5e-6; the tests allow 10x that.
 """
 
-
 import numpy as np
 import pytest
 from test_numba_backend import AVX2, run_tests_in_a_fresh_process

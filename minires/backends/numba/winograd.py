@@ -228,7 +228,8 @@ def _transform_weights(kernels, G, U):
     P = G.shape[0]  # m + 2
     t0, t1, t2 = np.empty(TILE_COLS), np.empty(TILE_COLS), np.empty(TILE_COLS)
     for block in range(U.shape[0]):
-        first, count = block * TILE_COLS, min(TILE_COLS, C_out - block * TILE_COLS)
+        first = block * TILE_COLS
+        count = min(TILE_COLS, C_out - first)
         for c in range(C):
             w = kernels[c]  # w[r, s, co]
             for k in range(P):
@@ -284,7 +285,7 @@ def conv2d(x, w, padding, tile):
 def conv2d_input_grad(dy, w, padding, tile):
     """dx = col2im(w2^T @ dy2) for a 3x3 kernel, stride 1: dy convolved with the kernel rotated
     by 180 degrees and its channels swapped, padded by 2 - padding (conv.conv2d_input_grad)."""
-    flipped = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    flipped = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]  # a view: conv2d copies it, once
     return conv2d(dy, flipped, (2 - padding[0], 2 - padding[1]), tile)
 
 
